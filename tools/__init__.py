@@ -1,0 +1,1 @@
+"""The tool catalog, installed as ``agentrl.tools``."""
