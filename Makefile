@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 TORCH := torch==2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test test-all lint bench clean
+.PHONY: venv demo test test-fast lint clean vllm vllm-install test-vllm
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -36,3 +36,13 @@ lint: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
+
+# vLLM (CPU build) in its own virtual environment, serving the embedded model on loopback.
+vllm-install:
+	bash scripts/vllm.sh install
+
+vllm: $(STAMP)
+	bash scripts/vllm.sh serve
+
+test-vllm: $(STAMP)
+	$(BIN)/python -m pytest -m vllm -q

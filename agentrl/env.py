@@ -5,6 +5,12 @@ optional system prompt and tool schemas in ``info``); ``step(action)`` returns t
 and a scalar reward that is *exactly* the weighted sum of named reward components reported in
 ``info["reward_components"]`` (weights in ``env.reward_weights``).
 
+Feedback as messages: by default the rollout engine renders ``feedback`` as the next ``user``
+message. A step may instead put ``info["feedback_messages"]`` (a list of ``{"role": "tool" |
+"user", "content": str, "name": str}`` dicts), e.g. one ``tool`` message per tool result; the
+engine then renders those messages in order. ``info["tool_calls"]`` (list of ``ToolCall``
+dicts) records the calls the action made.
+
 Subclasses implement two hooks, :meth:`TextEnv._reset_task` and :meth:`TextEnv._score`; the
 outer ``reset``/``step`` keep the bookkeeping (seeding, turn limits, termination checks, reward
 arithmetic) in one place::

@@ -1,18 +1,13 @@
 """The environment catalog, installed as ``agentrl.envs``.
 
-Importing ``agentrl`` imports this module, which registers every catalog environment with
-Gymnasium as ``agentrl/<Name>-v0``.
+Importing ``agentrl`` imports this package, which imports every module in it; each module
+registers its environments at import with :func:`agentrl.env.register_env` as
+``agentrl/<Name>-v0``. Adding an environment to the catalog = adding one module here.
 """
 
-from agentrl.env import register_env
+import importlib
+import pkgutil
 
-from .guess_number import GuessNumber
-
-__all__ = ["GuessNumber"]
-
-register_env(
-    "GuessNumber",
-    "agentrl.envs.guess_number:GuessNumber",
-    components=GuessNumber.reward_weights,
-    description="Guess a hidden integer from higher/lower feedback (multi-turn).",
-)
+for _mod in sorted(m.name for m in pkgutil.iter_modules(__path__)):
+    if not _mod.startswith("_"):
+        importlib.import_module(f"{__name__}.{_mod}")

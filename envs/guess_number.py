@@ -21,7 +21,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from agentrl.env import StepResult, TextEnv
+from agentrl.env import StepResult, TextEnv, register_env
 
 _INT = re.compile(r"-?\d+")
 
@@ -93,3 +93,11 @@ class GuessNumber(TextEnv):
     def scripted_action(self) -> str:
         """Binary search over the interval the feedback so far allows."""
         return str((self._lo + self._hi) // 2)
+
+
+register_env(
+    "GuessNumber",
+    "agentrl.envs.guess_number:GuessNumber",
+    components=GuessNumber.reward_weights,
+    description="Guess a hidden integer from higher/lower feedback (multi-turn).",
+)
