@@ -1,0 +1,426 @@
+"""In-process Hugging Face transformers backend with continuous batching on one worker thread.
+
+Requests from many concurrent episodes go into a queue. A single worker thread owns the model
+and runs a custom decode loop: it admits waiting requests (after a short batching window when
+it was idle), prefills them together with left padding and explicit position ids, merges them
+into the running batch's KV cache, and then decodes every active row one token per forward
+pass. Finished rows leave the batch at once, so short replies never wait for long ones, and new
+requests join between two steps. Each row has its own temperature, top-p, seed, stop strings
+and token budget.
+
+Logprobs are the raw (temperature 1, no top-p) ``log_softmax`` of the logits at the sampled
+token: exactly what the trainer's forward pass over the same ids computes, up to float error.
+
+Prefix caching: the KV of every finished sequence is kept (bounded, LRU). A new prompt that
+starts with a cached sequence (the next turn of the same episode, a sibling in a tree) only
+prefills the new tokens. The cache is cleared whenever the weights change; in-place changes to
+a shared model are detected through the parameters' version counters.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures as cf
+import inspect
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from agentrl.backends.base import BackendError, Generation, SamplingParams
+from agentrl.rollout import kv as kvops
+
+__all__ = ["HFBackend"]
+
+
+@dataclass
+class _Request:
+    prompt_ids: list[int]
+    params: SamplingParams
+    future: cf.Future[Generation]
+
+
+@dataclass
+class _Row:
+    """One sequence in the running batch."""
+
+    req: _Request
+    generator: torch.Generator | None
+    pos: int  # position id of ``last`` (its KV is not cached yet)
+    last: int = -1
+    generated: list[int] = field(default_factory=list)
+    logprobs: list[float] = field(default_factory=list)
+    finish: str | None = None
+
+
+@dataclass
+class _WeightJob:
+    weights: Any
+    version: int | None
+    future: cf.Future[int]
+
+
+class HFBackend:
+    """Transformers model on CPU (or one GPU) behind the ``InferenceBackend`` protocol.
+
+    Args:
+        model: a loaded causal LM (shared, not copied: pass the trainer's model to generate with
+            its current weights; then push updates with ``update_weights(None, version)`` or let
+            the version-counter check invalidate the prefix cache).
+        tokenizer: its tokenizer (needed for stop strings and eos ids).
+        model_name: instead of ``model``/``tokenizer``: a name or folder for
+            :func:`agentrl.models.load_model`.
+        max_batch_size: most rows decoded together.
+        batch_window_ms: when idle, wait this long after the first request for more to join.
+        prefix_cache_tokens: token budget of the prefix cache (0 disables it).
+        seed: seed of the sampler for requests that carry no seed of their own.
+    """
+
+    def __init__(
+        self,
+        model: Any = None,
+        tokenizer: Any = None,
+        *,
+        model_name: str | None = None,
+        max_batch_size: int = 32,
+        batch_window_ms: float = 5.0,
+        prefix_cache_tokens: int = 32768,
+        seed: int = 0,
+    ) -> None:
+        if model is None:
+            from agentrl.models import load_model
+
+            model, tokenizer = load_model(model_name or "smollm2-135m-instruct")
+        elif model_name is not None:
+            raise ValueError("model_name: give either model (+ tokenizer) or model_name, not both")
+        if max_batch_size < 1:
+            raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
+        if batch_window_ms < 0 or prefix_cache_tokens < 0:
+            raise ValueError("batch_window_ms and prefix_cache_tokens must be >= 0")
+        self.model, self.tokenizer = model, tokenizer
+        self.max_batch_size = max_batch_size
+        self.batch_window_s = batch_window_ms / 1000.0
+        self.weight_version = 0
+        self.lock = threading.RLock()  # held during every forward pass and weight copy
+        self.stats = {"forward_passes": 0, "prefill_tokens": 0, "decode_tokens": 0, "requests": 0}
+        self._eos = _eos_ids(model, tokenizer)
+        self._max_pos = int(getattr(model.config, "max_position_embeddings", 1 << 30))
+        self._cache_kw = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+        self._device = next(model.parameters()).device
+        self._prefix = kvops.PrefixCache(prefix_cache_tokens) if prefix_cache_tokens else None
+        self._fingerprint = self._weights_fingerprint()
+        self._sampler = torch.Generator().manual_seed(seed)
+        self._queue: queue.SimpleQueue[_Request | _WeightJob | None] = queue.SimpleQueue()
+        self._pending: list[_Request | _WeightJob] = []
+        self._rows: list[_Row] = []
+        self._kv: kvops.KV | None = None
+        self._mask: torch.Tensor | None = None
+        self._closed = False
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="agentrl-hf-backend", daemon=True)
+        self._thread.start()
+
+    # ---- protocol -------------------------------------------------------------------------
+    async def generate(self, prompt_ids: list[int], params: SamplingParams) -> Generation:
+        """Queue one request and wait for its tokens; cancelling the await drops the row."""
+        return await asyncio.wrap_future(self.submit(prompt_ids, params))
+
+    def submit(self, prompt_ids: list[int], params: SamplingParams) -> cf.Future[Generation]:
+        """Thread-safe, loop-free variant of :meth:`generate` returning a concurrent future."""
+        if self._closed:
+            raise BackendError("HFBackend is closed")
+        if not prompt_ids:
+            raise ValueError("prompt_ids: must contain at least one token id")
+        if len(prompt_ids) >= self._max_pos:
+            raise ValueError(f"prompt_ids: {len(prompt_ids)} tokens exceed the model's {self._max_pos} positions")
+        fut: cf.Future[Generation] = cf.Future()
+        self._queue.put(_Request(list(prompt_ids), params, fut))
+        return fut
+
+    async def update_weights(self, weights: Any, version: int | None = None) -> None:
+        """Copy ``weights`` (a state dict, a folder with safetensors, or ``None`` when the shared
+        model was already changed in place) into the model once the running rows finish;
+        requests that arrive meanwhile wait, so no sequence mixes two weight versions."""
+        fut: cf.Future[int] = cf.Future()
+        self._queue.put(_WeightJob(weights, version, fut))
+        await asyncio.wrap_future(fut)
+
+    async def health(self) -> bool:
+        return self._thread.is_alive() and not self._closed and self._error is None
+
+    async def close(self) -> None:
+        """Stop the worker; requests still waiting fail with ``BackendError``."""
+        self._closed = True
+        self._queue.put(None)
+        await asyncio.to_thread(self._thread.join, 30)
+
+    def prefix_cache_stats(self) -> dict[str, int]:
+        p = self._prefix
+        if p is None:
+            return {}
+        return {"entries": len(p), "tokens": p.tokens, "hits": p.hits, "hit_tokens": p.hit_tokens, "lookups": p.lookups}
+
+    # ---- worker thread --------------------------------------------------------------------
+    def _run(self) -> None:
+        try:
+            with torch.inference_mode():
+                while not self._closed:
+                    self._take(block=not self._rows)
+                    self._apply_weight_job_if_idle()
+                    reqs = self._admissible()
+                    if reqs:
+                        self._prefill(reqs)
+                    if self._rows:
+                        self._decode_step()
+        except BaseException as e:  # fail every waiter rather than hang them
+            self._error = e
+        self._fail_all(self._error or BackendError("HFBackend closed"))
+
+    def _take(self, block: bool) -> None:
+        """Move queued items into ``_pending`` (waiting for a first one when idle)."""
+        if block and not self._pending:
+            item = self._queue.get()
+            if item is None:
+                self._closed = True
+                return
+            self._pending.append(item)
+            deadline = time.monotonic() + self.batch_window_s
+            while len(self._pending) < self.max_batch_size and (left := deadline - time.monotonic()) > 0:
+                try:
+                    item = self._queue.get(timeout=left)
+                except queue.Empty:
+                    break
+                if item is None:
+                    self._closed = True
+                    return
+                self._pending.append(item)
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            if item is None:
+                self._closed = True
+                return
+            self._pending.append(item)
+
+    def _admissible(self) -> list[_Request]:
+        """Pending requests that may join now (none while a weight update waits)."""
+        if any(isinstance(p, _WeightJob) for p in self._pending):
+            return []
+        room = self.max_batch_size - len(self._rows)
+        take = [p for p in self._pending if isinstance(p, _Request)][:room]
+        self._pending = self._pending[len(take) :]
+        return [r for r in take if not r.future.cancelled()]
+
+    def _apply_weight_job_if_idle(self) -> None:
+        if self._rows or not self._pending or not isinstance(self._pending[0], _WeightJob):
+            return
+        job = self._pending.pop(0)
+        assert isinstance(job, _WeightJob)
+        try:
+            with self.lock:
+                if job.weights is not None:
+                    _copy_weights(self.model, job.weights)
+                self.weight_version = job.version if job.version is not None else self.weight_version + 1
+            self._invalidate()
+            _resolve(job.future, self.weight_version)
+        except Exception as e:
+            _resolve(job.future, e)
+
+    def _invalidate(self) -> None:
+        if self._prefix is not None:
+            self._prefix.clear()
+        self._fingerprint = self._weights_fingerprint()
+
+    def _weights_fingerprint(self) -> int:
+        return sum(p._version for p in self.model.parameters())
+
+    def _forward(self, ids: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor, kv: kvops.KV | None):
+        """One model call; returns last-position logits ``(B, V)`` and the grown KV."""
+        from transformers import DynamicCache
+
+        cache = DynamicCache(ddp_cache_data=kv) if kv else DynamicCache()
+        with self.lock:
+            out = self.model(
+                input_ids=ids.to(self._device),  # (B, T)
+                attention_mask=mask.to(self._device),  # (B, S + T)
+                position_ids=pos.to(self._device),  # (B, T)
+                use_cache=True,
+                logits_to_keep=1,
+                **{self._cache_kw: cache},
+            )
+        self.stats["forward_passes"] += 1
+        logits = out.logits[:, -1, :].float()  # (B, V)
+        return logits, [(layer.keys, layer.values) for layer in cache.layers]
+
+    def _prefill(self, reqs: list[_Request]) -> None:
+        """Run new prompts (after their cached prefixes) and merge them into the batch."""
+        if self._prefix is not None and self._weights_fingerprint() != self._fingerprint:
+            self._invalidate()  # the shared model changed in place: cached KV is stale
+        hits = [self._prefix.lookup(r.prompt_ids) if self._prefix is not None else (0, None) for r in reqs]
+        cached = [n for n, _ in hits]
+        suffix = [r.prompt_ids[n:] for r, (n, _) in zip(reqs, hits, strict=True)]
+        s = max(len(x) for x in suffix)
+        ids = torch.full((len(reqs), s), self._eos[0], dtype=torch.long)  # (n, S)
+        pos = torch.zeros(len(reqs), s, dtype=torch.long)  # (n, S)
+        smask = torch.zeros(len(reqs), s, dtype=torch.long)  # (n, S)
+        for i, (x, n) in enumerate(zip(suffix, cached, strict=True)):
+            ids[i, s - len(x) :] = torch.tensor(x)
+            pos[i, s - len(x) :] = torch.arange(n, n + len(x))
+            smask[i, s - len(x) :] = 1
+        past, pmask = None, smask[:, :0]
+        if max(cached) > 0:
+            like = next(kv for _, kv in hits if kv is not None)
+            past, pmask = kvops.stack_prefixes([kv for _, kv in hits], cached, like)
+        mask = torch.cat([pmask, smask], dim=1)  # (n, C + S)
+        logits, kv = self._forward(ids, mask, pos, past)
+        self.stats["prefill_tokens"] += sum(len(x) for x in suffix)
+        self.stats["requests"] += len(reqs)
+        rows = [_Row(r, self._row_generator(r.params), len(r.prompt_ids)) for r in reqs]
+        self._kv, self._mask = kvops.concat_rows(self._kv, self._mask, kv, mask)
+        self._rows.extend(rows)
+        self._sample_and_retire(logits, rows, offset=len(self._rows) - len(rows))
+
+    def _decode_step(self) -> None:
+        rows = self._rows
+        ids = torch.tensor([[r.last] for r in rows], dtype=torch.long)  # (B, 1)
+        pos = torch.tensor([[r.pos] for r in rows], dtype=torch.long)  # (B, 1)
+        assert self._mask is not None
+        mask = torch.cat([self._mask, self._mask.new_ones(len(rows), 1)], dim=1)  # (B, S + 1)
+        logits, self._kv = self._forward(ids, mask, pos, self._kv)
+        self._mask = mask
+        for r in rows:
+            r.pos += 1
+        self.stats["decode_tokens"] += len(rows)
+        self._sample_and_retire(logits, rows, offset=0)
+
+    def _row_generator(self, params: SamplingParams) -> torch.Generator | None:
+        if params.temperature == 0:
+            return None
+        seed = params.seed if params.seed is not None else int(torch.randint(0, 2**62, (1,), generator=self._sampler))
+        return torch.Generator().manual_seed(seed)
+
+    def _sample_and_retire(self, logits: torch.Tensor, rows: list[_Row], offset: int) -> None:
+        """Sample one token per row of ``logits``, record it, and drop rows that finished."""
+        logp = torch.log_softmax(logits, dim=-1)  # (B, V)
+        tokens = [_sample(logits[i], logp[i], r.req.params, r.generator) for i, r in enumerate(rows)]
+        chosen = logp.gather(1, torch.tensor(tokens)[:, None]).squeeze(1).tolist()  # (B,)
+        for r, tok, lp in zip(rows, tokens, chosen, strict=True):
+            r.generated.append(tok)
+            r.logprobs.append(lp)
+            r.last = tok
+            r.finish = self._finish_reason(r)
+        done = [offset + i for i, r in enumerate(rows) if r.finish or r.req.future.cancelled()]
+        if done:
+            self._retire(done)
+
+    def _finish_reason(self, r: _Row) -> str | None:
+        p = r.req.params
+        if r.last in self._eos:
+            return "stop"
+        if p.stop and self.tokenizer is not None:
+            tail = self.tokenizer.decode(r.generated[-(max(map(len, p.stop)) + 4) :])
+            if any(s in tail for s in p.stop):
+                return "stop"
+        if len(r.generated) >= p.max_new_tokens or r.pos + 1 >= self._max_pos:
+            return "length"
+        return None
+
+    def _retire(self, done: list[int]) -> None:
+        assert self._kv is not None and self._mask is not None
+        for i in done:
+            r = self._rows[i]
+            if r.finish is None:  # cancelled by the caller: drop silently
+                continue
+            if self._prefix is not None:
+                self._prefix.insert(r.req.prompt_ids + r.generated[:-1], kvops.row_kv(self._kv, self._mask, i))
+            gen = Generation(token_ids=r.generated, logprobs=r.logprobs, finish_reason=r.finish,  # type: ignore[arg-type]
+                             weight_version=self.weight_version)
+            _resolve(r.req.future, gen)
+        gone = set(done)
+        keep = [i for i in range(len(self._rows)) if i not in gone]
+        self._rows = [self._rows[i] for i in keep]
+        if keep:
+            self._kv, self._mask = kvops.select_rows(self._kv, self._mask, keep)
+        else:
+            self._kv, self._mask = None, None
+
+    def _fail_all(self, error: BaseException) -> None:
+        err = error if isinstance(error, BackendError) else BackendError(f"HF backend worker died: {error!r}")
+        waiting = [r.req for r in self._rows] + self._pending
+        self._rows, self._pending = [], []
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is not None:
+                waiting.append(item)
+        for w in waiting:
+            _resolve(w.future, err)
+
+
+def _resolve(fut: cf.Future[Any], value: Any) -> None:
+    """Set a result or exception unless the waiter already cancelled."""
+    try:
+        if isinstance(value, BaseException):
+            fut.set_exception(value)
+        else:
+            fut.set_result(value)
+    except cf.InvalidStateError:  # the waiter cancelled meanwhile
+        return
+
+
+def _sample(logits: torch.Tensor, logp: torch.Tensor, p: SamplingParams, gen: torch.Generator | None) -> int:
+    """Greedy at temperature 0, else sample from the tempered, nucleus-filtered distribution."""
+    if p.temperature == 0 or gen is None:
+        return int(logits.argmax())
+    if p.temperature == 1.0 and p.top_p >= 1.0:
+        probs = logp.exp()  # (V,)
+    else:
+        probs = torch.softmax(logits / p.temperature, dim=-1)  # (V,)
+        if p.top_p < 1.0:
+            sorted_p, order = probs.sort(descending=True)  # (V,)
+            drop = sorted_p.cumsum(0) - sorted_p >= p.top_p
+            probs = probs.scatter(0, order[drop], 0.0)
+    return int(torch.multinomial(probs, 1, generator=gen))
+
+
+def _eos_ids(model: Any, tokenizer: Any) -> list[int]:
+    ids: list[int] = []
+    gen_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    for x in [gen_eos, getattr(tokenizer, "eos_token_id", None), getattr(model.config, "eos_token_id", None)]:
+        for i in x if isinstance(x, (list, tuple)) else [x]:
+            if isinstance(i, int) and i not in ids:
+                ids.append(i)
+    if not ids:
+        raise ValueError("tokenizer/model: no eos_token_id found; the decoder cannot tell when to stop")
+    return ids
+
+
+def _copy_weights(model: Any, weights: Any) -> None:
+    """Copy a state dict (or the safetensors files of a folder) into ``model`` in place."""
+    if isinstance(weights, (str, Path)):
+        from safetensors.torch import load_file
+
+        files = sorted(Path(weights).glob("*.safetensors"))
+        if not files:
+            raise FileNotFoundError(f"weights: no *.safetensors file in {weights}")
+        state: dict[str, torch.Tensor] = {}
+        for f in files:
+            state.update(load_file(str(f)))
+        weights = state
+    if not isinstance(weights, dict):
+        raise TypeError(f"weights must be a state dict, a folder path or None, got {type(weights).__name__}")
+    params = dict(model.named_parameters()) | dict(model.named_buffers())
+    unknown = sorted(set(weights) - set(params))
+    if unknown:
+        raise KeyError(f"weights: unknown parameter name(s) {unknown[:5]}; expected names like {next(iter(params))!r}")
+    with torch.no_grad():
+        for name, tensor in weights.items():
+            params[name].copy_(tensor.to(params[name].device, params[name].dtype))
