@@ -417,7 +417,7 @@ def _copy_weights(model: Any, weights: Any) -> None:
         weights = state
     if not isinstance(weights, dict):
         raise TypeError(f"weights must be a state dict, a folder path or None, got {type(weights).__name__}")
-    params = dict(model.named_parameters()) | dict(model.named_buffers())
+    params = model.state_dict(keep_vars=True)  # tied weights appear under every name
     unknown = sorted(set(weights) - set(params))
     if unknown:
         raise KeyError(f"weights: unknown parameter name(s) {unknown[:5]}; expected names like {next(iter(params))!r}")

@@ -55,7 +55,7 @@ BRANCHING: Registry[BranchPlanner] = Registry("branching policy")
 
 @BRANCHING.register("independent")
 def _independent(group_size: int, max_turns: int, cfg: Any) -> BranchPlan:
-    return BranchPlan(group_size, frozenset({0}), group_size, group_size, None, False)
+    return BranchPlan(group_size, frozenset({0}), group_size, group_size, cfg.max_nodes, False)
 
 
 @BRANCHING.register("tree")
