@@ -29,12 +29,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from agentrl.backends.base import BackendError, Generation, SamplingParams
 from agentrl.rollout import kv as kvops
+from agentrl.rollout.sampling import sample_batch
 
 __all__ = ["HFBackend"]
+
+_MIN_SHARED = 16  # prefill a prefix shared by new prompts once when it saves this many tokens
 
 
 @dataclass
@@ -117,8 +121,8 @@ class HFBackend:
         self._queue: queue.SimpleQueue[_Request | _WeightJob | None] = queue.SimpleQueue()
         self._pending: list[_Request | _WeightJob] = []
         self._rows: list[_Row] = []
-        self._kv: kvops.KV | None = None
-        self._mask: torch.Tensor | None = None
+        self._batch = kvops.BatchCache(max_batch_size)
+        self._layers = int(model.config.get_text_config().num_hidden_layers)
         self._closed = False
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="agentrl-hf-backend", daemon=True)
@@ -240,11 +244,10 @@ class HFBackend:
     def _weights_fingerprint(self) -> int:
         return sum(p._version for p in self.model.parameters())
 
-    def _forward(self, ids: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor, kv: kvops.KV | None):
-        """One model call; returns last-position logits ``(B, V)`` and the grown KV."""
-        from transformers import DynamicCache
-
-        cache = DynamicCache(ddp_cache_data=kv) if kv else DynamicCache()
+    def _forward(self, ids: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor,
+                 state: kvops.KVState | None) -> tuple[torch.Tensor, kvops.KVState]:
+        """One model call; returns last-position logits ``(B, V)`` and the grown cache."""
+        cache = kvops.make_cache(state, self._layers, headroom=0)
         with self.lock:
             out = self.model(
                 input_ids=ids.to(self._device),  # (B, T)
@@ -255,45 +258,64 @@ class HFBackend:
                 **{self._cache_kw: cache},
             )
         self.stats["forward_passes"] += 1
-        logits = out.logits[:, -1, :].float()  # (B, V)
-        return logits, [(layer.keys, layer.values) for layer in cache.layers]
+        return out.logits[:, -1, :].float(), kvops.cache_state(cache, mask)
 
-    def _prefill(self, reqs: list[_Request]) -> None:
-        """Run new prompts (after their cached prefixes) and merge them into the batch."""
-        if self._prefix is not None and self._weights_fingerprint() != self._fingerprint:
-            self._invalidate()  # the shared model changed in place: cached KV is stale
-        hits = [self._prefix.lookup(r.prompt_ids) if self._prefix is not None else (0, None) for r in reqs]
+    def _run_prompts(self, prompts: list[list[int]]) -> tuple[torch.Tensor, kvops.KVState]:
+        """Prefill prompts after their longest cached prefixes, left-padded into one batch."""
+        hits = [self._prefix.lookup(p) if self._prefix is not None else (0, None) for p in prompts]
         cached = [n for n, _ in hits]
-        suffix = [r.prompt_ids[n:] for r, (n, _) in zip(reqs, hits, strict=True)]
+        suffix = [p[n:] for p, n in zip(prompts, cached, strict=True)]
         s = max(len(x) for x in suffix)
-        ids = torch.full((len(reqs), s), self._eos[0], dtype=torch.long)  # (n, S)
-        pos = torch.zeros(len(reqs), s, dtype=torch.long)  # (n, S)
-        smask = torch.zeros(len(reqs), s, dtype=torch.long)  # (n, S)
+        ids = torch.full((len(prompts), s), self._eos[0], dtype=torch.long)  # (n, S)
+        pos = torch.zeros(len(prompts), s, dtype=torch.long)  # (n, S)
+        smask = torch.zeros(len(prompts), s, dtype=torch.long)  # (n, S)
         for i, (x, n) in enumerate(zip(suffix, cached, strict=True)):
             ids[i, s - len(x) :] = torch.tensor(x)
             pos[i, s - len(x) :] = torch.arange(n, n + len(x))
             smask[i, s - len(x) :] = 1
-        past, pmask = None, smask[:, :0]
-        if max(cached) > 0:
-            like = next(kv for _, kv in hits if kv is not None)
-            past, pmask = kvops.stack_prefixes([kv for _, kv in hits], cached, like)
-        mask = torch.cat([pmask, smask], dim=1)  # (n, C + S)
-        logits, kv = self._forward(ids, mask, pos, past)
+        past = kvops.stack_prefixes([kv for _, kv in hits], cached, headroom=s) if max(cached) else None
+        mask = torch.cat([past.mask, smask], dim=1) if past is not None else smask  # (n, C + S)
         self.stats["prefill_tokens"] += sum(len(x) for x in suffix)
+        return self._forward(ids, mask, pos, past)
+
+    def _warm_shared_prefixes(self, reqs: list[_Request]) -> None:
+        """Prefill once the long prefixes that several new prompts share (e.g. G siblings)."""
+        if self._prefix is None or len(reqs) < 2:
+            return
+        prompts = [np.asarray(r.prompt_ids) for r in reqs]
+        shared: set[tuple[int, ...]] = set()
+        for i, p in enumerate(prompts):
+            best = max(_lcp(p, q) for j, q in enumerate(prompts) if j != i)
+            best = min(best, len(p) - 1)
+            if best - self._prefix.peek(reqs[i].prompt_ids) >= _MIN_SHARED:
+                shared.add(tuple(reqs[i].prompt_ids[:best]))
+        if not shared:
+            return
+        warm = sorted(list(x) for x in shared)
+        _, state = self._run_prompts(warm)
+        for i, tokens in enumerate(warm):
+            self._prefix.insert(tokens, kvops.row_kv(state, i))
+
+    def _prefill(self, reqs: list[_Request]) -> None:
+        """Run new prompts and merge them into the running batch."""
+        if self._prefix is not None and self._weights_fingerprint() != self._fingerprint:
+            self._invalidate()  # the shared model changed in place: cached KV is stale
+        self._warm_shared_prefixes(reqs)
+        logits, state = self._run_prompts([r.prompt_ids for r in reqs])
         self.stats["requests"] += len(reqs)
         rows = [_Row(r, self._row_generator(r.params), len(r.prompt_ids)) for r in reqs]
-        self._kv, self._mask = kvops.concat_rows(self._kv, self._mask, kv, mask)
+        self._batch.add(state)
         self._rows.extend(rows)
         self._sample_and_retire(logits, rows, offset=len(self._rows) - len(rows))
 
     def _decode_step(self) -> None:
-        rows = self._rows
+        rows, batch = self._rows, self._batch
         ids = torch.tensor([[r.last] for r in rows], dtype=torch.long)  # (B, 1)
         pos = torch.tensor([[r.pos] for r in rows], dtype=torch.long)  # (B, 1)
-        assert self._mask is not None
-        mask = torch.cat([self._mask, self._mask.new_ones(len(rows), 1)], dim=1)  # (B, S + 1)
-        logits, self._kv = self._forward(ids, mask, pos, self._kv)
-        self._mask = mask
+        batch.reserve(batch.length + 1)  # the step writes one column in place
+        mask = torch.cat([batch.mask, batch.mask.new_ones(len(rows), 1)], dim=1)  # (B, S + 1)
+        logits, _ = self._forward(ids, mask, pos, batch.view())
+        batch.append_column()
         for r in rows:
             r.pos += 1
         self.stats["decode_tokens"] += len(rows)
@@ -307,10 +329,11 @@ class HFBackend:
 
     def _sample_and_retire(self, logits: torch.Tensor, rows: list[_Row], offset: int) -> None:
         """Sample one token per row of ``logits``, record it, and drop rows that finished."""
-        logp = torch.log_softmax(logits, dim=-1)  # (B, V)
-        tokens = [_sample(logits[i], logp[i], r.req.params, r.generator) for i, r in enumerate(rows)]
-        chosen = logp.gather(1, torch.tensor(tokens)[:, None]).squeeze(1).tolist()  # (B,)
-        for r, tok, lp in zip(rows, tokens, chosen, strict=True):
+        ps = [r.req.params for r in rows]
+        tokens = sample_batch(logits, [p.temperature for p in ps], [p.top_p for p in ps],
+                              [r.generator for r in rows])  # (B,)
+        logp = torch.log_softmax(logits, dim=-1).gather(1, tokens[:, None]).squeeze(1)  # (B,)
+        for r, tok, lp in zip(rows, tokens.tolist(), logp.tolist(), strict=True):
             r.generated.append(tok)
             r.logprobs.append(lp)
             r.last = tok
@@ -332,23 +355,18 @@ class HFBackend:
         return None
 
     def _retire(self, done: list[int]) -> None:
-        assert self._kv is not None and self._mask is not None
+        state = self._batch.view()
         for i in done:
             r = self._rows[i]
             if r.finish is None:  # cancelled by the caller: drop silently
                 continue
             if self._prefix is not None:
-                self._prefix.insert(r.req.prompt_ids + r.generated[:-1], kvops.row_kv(self._kv, self._mask, i))
+                self._prefix.insert(r.req.prompt_ids + r.generated[:-1], kvops.row_kv(state, i))
             gen = Generation(token_ids=r.generated, logprobs=r.logprobs, finish_reason=r.finish,  # type: ignore[arg-type]
                              weight_version=self.weight_version)
             _resolve(r.req.future, gen)
-        gone = set(done)
-        keep = [i for i in range(len(self._rows)) if i not in gone]
-        self._rows = [self._rows[i] for i in keep]
-        if keep:
-            self._kv, self._mask = kvops.select_rows(self._kv, self._mask, keep)
-        else:
-            self._kv, self._mask = None, None
+        order = self._batch.remove(done)
+        self._rows = [self._rows[i] for i in order]
 
     def _fail_all(self, error: BaseException) -> None:
         err = error if isinstance(error, BackendError) else BackendError(f"HF backend worker died: {error!r}")
@@ -376,19 +394,10 @@ def _resolve(fut: cf.Future[Any], value: Any) -> None:
         return
 
 
-def _sample(logits: torch.Tensor, logp: torch.Tensor, p: SamplingParams, gen: torch.Generator | None) -> int:
-    """Greedy at temperature 0, else sample from the tempered, nucleus-filtered distribution."""
-    if p.temperature == 0 or gen is None:
-        return int(logits.argmax())
-    if p.temperature == 1.0 and p.top_p >= 1.0:
-        probs = logp.exp()  # (V,)
-    else:
-        probs = torch.softmax(logits / p.temperature, dim=-1)  # (V,)
-        if p.top_p < 1.0:
-            sorted_p, order = probs.sort(descending=True)  # (V,)
-            drop = sorted_p.cumsum(0) - sorted_p >= p.top_p
-            probs = probs.scatter(0, order[drop], 0.0)
-    return int(torch.multinomial(probs, 1, generator=gen))
+def _lcp(a: np.ndarray, b: np.ndarray) -> int:
+    n = min(len(a), len(b))
+    diff = np.flatnonzero(a[:n] != b[:n])
+    return int(diff[0]) if diff.size else n
 
 
 def _eos_ids(model: Any, tokenizer: Any) -> list[int]:

@@ -24,8 +24,10 @@ def test_collect_smollm2_logprobs_and_tokens_are_exact(smollm2):
         assert max(errs) < 1e-3
         assert "template_prefix_breaks" not in t.metadata
         # where the model's ids are the canonical tokenization of its text, incremental == full
-        if all(tok(turn.action + "<|im_end|>", add_special_tokens=False)["input_ids"] == turn.token_ids
-               for turn in t.turns):
+        # (a length-cut turn is closed by an appended, unmasked <|im_end|>)
+        eos = [tok.eos_token_id]
+        if all(tok(turn.action + "<|im_end|>", add_special_tokens=False)["input_ids"]
+               == turn.token_ids + ([] if turn.token_ids[-1:] == eos else eos) for turn in t.turns):
             canonical += 1
             full = tok.apply_chat_template([m.to_template() for m in t.messages], tokenize=True)
             full = list(full["input_ids"] if hasattr(full, "keys") else full)
