@@ -1,7 +1,7 @@
 """Evaluation rollouts: a model plays an environment; report success and reward components.
 
-This is the simple, sequential reference loop (one episode at a time, ``model.generate``); the
-rollout engine (``agentrl.rollout``) does the same concurrently and token-exactly.
+Episodes run concurrently through the rollout engine (``agentrl.rollout``: one in-process HF
+backend, dynamic batching, exact tokens), one episode per seed, until the env ends each one.
 """
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+
+from agentrl.types import Trajectory
 
 
 @dataclass
@@ -42,49 +44,15 @@ class EvalReport:
         return {k: mean(e.components.get(k, 0.0) for e in self.episodes) for k in keys}
 
 
-def play_episode(
-    env: Any,
-    model: Any,
-    tokenizer: Any,
-    seed: int,
-    *,
-    max_new_tokens: int = 32,
-    temperature: float = 0.7,
-) -> EpisodeRecord:
-    """One episode with ``model.generate``; feedback is appended as the next user message."""
-    import torch
-
-    obs, info = env.reset(seed=seed)
-    messages: list[dict[str, str]] = []
-    if info.get("system_prompt"):
-        messages.append({"role": "system", "content": info["system_prompt"]})
-    messages.append({"role": "user", "content": obs})
-    totals: dict[str, float] = {}
-    reward, solved, done = 0.0, False, False
-    gen = torch.Generator().manual_seed(seed)
-    while not done:
-        ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)
-        with torch.no_grad():
-            torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=gen)))
-            out = model.generate(
-                **ids,
-                max_new_tokens=max_new_tokens,
-                do_sample=temperature > 0,
-                temperature=temperature if temperature > 0 else None,
-                top_p=None,
-                top_k=None,
-                pad_token_id=tokenizer.pad_token_id,
-            )
-        action = tokenizer.decode(out[0, ids["input_ids"].shape[1] :], skip_special_tokens=True)
-        feedback, r, terminated, truncated, step_info = env.step(action)
-        reward += r
-        for k, v in step_info["reward_components"].items():
-            totals[k] = totals.get(k, 0.0) + v
-        solved = solved or bool(terminated)
-        done = terminated or truncated
-        messages.append({"role": "assistant", "content": action})
-        messages.append({"role": "user", "content": feedback})
-    return EpisodeRecord(seed, messages, totals, reward, solved)
+def episode_record(traj: Trajectory) -> EpisodeRecord:
+    """The readable record of one rollout trajectory (its chat plus the final feedback)."""
+    messages = [{"role": m.role, "content": m.content} for m in traj.messages]
+    if traj.turns and traj.turns[-1].feedback and messages and messages[-1]["role"] == "assistant":
+        messages.append({"role": "user", "content": traj.turns[-1].feedback})
+    if traj.status == "failed":
+        messages.append({"role": "error", "content": traj.error or ""})
+    solved = traj.metadata.get("end") == "terminated"
+    return EpisodeRecord(int(traj.seed or 0), messages, dict(traj.reward_components), traj.reward, solved)
 
 
 def evaluate(
@@ -97,24 +65,48 @@ def evaluate(
     console: Console | None = None,
     env_kwargs: dict[str, Any] | None = None,
 ) -> EvalReport:
-    """Play ``env_id`` for each seed with a rich progress bar and return the report."""
-    from agentrl.env import make
+    """Play ``env_id`` once per seed (concurrently) with a rich progress bar; return the report.
+
+    Args:
+        env_id: a registered environment id.
+        model_name: a name or folder for :func:`agentrl.models.load_model`.
+        seeds: env reset seeds (default 0-3).
+        max_new_tokens: generated-token budget per turn.
+        temperature: sampling temperature (0: greedy).
+        console: where the progress bar goes.
+        env_kwargs: env constructor kwargs.
+    """
+    from agentrl.backends.hf import HFBackend
     from agentrl.models import load_model
+    from agentrl.rollout import RolloutConfig, RolloutManager, RolloutTask, run_sync
 
     console = console or Console()
-    seeds = list(range(4)) if seeds is None else seeds
-    env = make(env_id, **(env_kwargs or {}))
+    seeds = list(range(4)) if seeds is None else list(seeds)
     with console.status(f"loading {model_name}"):
         model, tokenizer = load_model(model_name)
-    report = EvalReport(env_id)
+    width = max(1, min(32, len(seeds)))
+    config = RolloutConfig(concurrency=width, max_new_tokens=max_new_tokens, temperature=temperature)
+    tasks = [RolloutTask(env_id=env_id, env_kwargs=env_kwargs or {}, seed=s, group_size=1) for s in seeds]
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("mean reward {task.fields[reward]:.3f}"), TimeElapsedColumn())
-    with Progress(*columns, console=console) as progress:
-        task = progress.add_task(f"eval {env_id}", total=len(seeds), reward=0.0)
-        for seed in seeds:
-            report.episodes.append(play_episode(env, model, tokenizer, seed,
-                                                max_new_tokens=max_new_tokens, temperature=temperature))
-            progress.update(task, advance=1, reward=report.mean_reward)
+
+    async def play() -> dict[str, Trajectory]:
+        backend = HFBackend(model, tokenizer, max_batch_size=width)
+        done: dict[str, Trajectory] = {}
+        try:
+            with Progress(*columns, console=console) as progress:
+                bar = progress.add_task(f"eval {env_id}", total=len(tasks), reward=0.0)
+                async for group in RolloutManager(backend, tokenizer, config).stream(tasks):
+                    done[group.group_id] = group.trajectories[0]
+                    progress.update(bar, advance=1, reward=mean(t.reward for t in done.values()))
+        finally:
+            await backend.close()
+        return done
+
+    done = run_sync(play())
+    report = EvalReport(env_id)
+    order = sorted(done.values(), key=lambda t: seeds.index(int(t.seed or 0)))
+    report.episodes = [episode_record(t) for t in order]
     return report
 
 
@@ -125,7 +117,8 @@ def print_report(report: EvalReport, console: Console | None = None, transcript:
         ep = report.episodes[transcript]
         console.rule(f"episode seed={ep.seed} reward={ep.reward:.3f}")
         for m in ep.messages:
-            style = {"system": "dim", "user": "cyan", "assistant": "green"}.get(m["role"], "")
+            style = {"system": "dim", "user": "cyan", "assistant": "green", "tool": "magenta",
+                     "error": "red"}.get(m["role"], "")
             console.print(f"[{style}]{m['role']:>9}[/]  {m['content']}", highlight=False)
     table = Table(title=f"{report.env_id}: {len(report.episodes)} episodes")
     table.add_column("metric")
