@@ -124,6 +124,7 @@ class HFBackend:
         self._batch = kvops.BatchCache(max_batch_size)
         self._layers = int(model.config.get_text_config().num_hidden_layers)
         self._closed = False
+        self._submit_lock = threading.Lock()
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="agentrl-hf-backend", daemon=True)
         self._thread.start()
@@ -142,7 +143,10 @@ class HFBackend:
         if len(prompt_ids) >= self._max_pos:
             raise ValueError(f"prompt_ids: {len(prompt_ids)} tokens exceed the model's {self._max_pos} positions")
         fut: cf.Future[Generation] = cf.Future()
-        self._queue.put(_Request(list(prompt_ids), params, fut))
+        with self._submit_lock:  # never enqueue after the worker drained the queue for good
+            if self._closed:
+                raise BackendError("HFBackend is closed")
+            self._queue.put(_Request(list(prompt_ids), params, fut))
         return fut
 
     async def update_weights(self, weights: Any, version: int | None = None) -> None:
@@ -150,7 +154,10 @@ class HFBackend:
         model was already changed in place) into the model once the running rows finish;
         requests that arrive meanwhile wait, so no sequence mixes two weight versions."""
         fut: cf.Future[int] = cf.Future()
-        self._queue.put(_WeightJob(weights, version, fut))
+        with self._submit_lock:
+            if self._closed:
+                raise BackendError("HFBackend is closed")
+            self._queue.put(_WeightJob(weights, version, fut))
         await asyncio.wrap_future(fut)
 
     async def health(self) -> bool:
@@ -158,8 +165,9 @@ class HFBackend:
 
     async def close(self) -> None:
         """Stop the worker; requests still waiting fail with ``BackendError``."""
-        self._closed = True
-        self._queue.put(None)
+        with self._submit_lock:
+            self._closed = True
+            self._queue.put(None)
         await asyncio.to_thread(self._thread.join, 30)
 
     def prefix_cache_stats(self) -> dict[str, int]:
@@ -185,31 +193,26 @@ class HFBackend:
         self._fail_all(self._error or BackendError("HFBackend closed"))
 
     def _take(self, block: bool) -> None:
-        """Move queued items into ``_pending`` (waiting for a first one when idle)."""
+        """Move queued items into ``_pending`` (when idle: wait for one, then a short window)."""
         if block and not self._pending:
-            item = self._queue.get()
-            if item is None:
-                self._closed = True
-                return
-            self._pending.append(item)
+            self._put(self._queue.get())
             deadline = time.monotonic() + self.batch_window_s
-            while len(self._pending) < self.max_batch_size and (left := deadline - time.monotonic()) > 0:
+            while not self._closed and len(self._pending) < self.max_batch_size:
+                left = deadline - time.monotonic()
                 try:
-                    item = self._queue.get(timeout=left)
+                    self._put(self._queue.get(timeout=left) if left > 0 else self._queue.get_nowait())
                 except queue.Empty:
                     break
-                if item is None:
-                    self._closed = True
-                    return
-                self._pending.append(item)
-        while True:
+        while not self._closed:
             try:
-                item = self._queue.get_nowait()
+                self._put(self._queue.get_nowait())
             except queue.Empty:
                 return
-            if item is None:
-                self._closed = True
-                return
+
+    def _put(self, item: _Request | _WeightJob | None) -> None:
+        if item is None:
+            self._closed = True
+        else:
             self._pending.append(item)
 
     def _admissible(self) -> list[_Request]:
@@ -370,17 +373,16 @@ class HFBackend:
 
     def _fail_all(self, error: BaseException) -> None:
         err = error if isinstance(error, BackendError) else BackendError(f"HF backend worker died: {error!r}")
-        waiting = [r.req for r in self._rows] + self._pending
-        self._rows, self._pending = [], []
-        while True:
-            try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
-                break
-            if item is not None:
-                waiting.append(item)
-        for w in waiting:
+        with self._submit_lock:
+            self._closed = True
+            while True:
+                try:
+                    self._put(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+        for w in [r.req for r in self._rows] + self._pending:
             _resolve(w.future, err)
+        self._rows, self._pending = [], []
 
 
 def _resolve(fut: cf.Future[Any], value: Any) -> None:

@@ -184,3 +184,17 @@ def test_weight_version_is_recorded(tiny, scripted):
     groups = _run(backend, tiny[1], [RolloutTask(env_id="agentrl/GuessNumber-v0", group_size=1)], max_turns=2)
     t = groups[0].trajectories[0]
     assert t.weight_version == 7 and [turn.weight_version for turn in t.turns] == [7, 7]
+
+
+def test_real_model_episode_with_tool_messages_is_token_exact(tiny):
+    model, tok = tiny
+    groups = collect("test/Echo-v0", tiny, seeds=[0], group_size=2, max_turns=3, max_new_tokens=6,
+                     env_kwargs={"tools": True})
+    for t in groups[0]:
+        assert _max_logprob_error(model, t) < 1e-4
+        text = tok.decode(t.token_ids)
+        assert text.count("<|im_start|>tool\necho: ") == 2  # two tool results between three turns
+        roles = [m.role for m in t.messages]
+        assert roles == ["system", "user", "assistant", "tool", "assistant", "tool", "assistant"]
+        # every token after the prompt is either generated (mask 1) or template/feedback (mask 0)
+        assert t.num_generated == sum(len(turn.token_ids) for turn in t.turns)
