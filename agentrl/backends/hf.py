@@ -261,7 +261,7 @@ class HFBackend:
                 **{self._cache_kw: cache},
             )
         self.stats["forward_passes"] += 1
-        return out.logits[:, -1, :].float(), kvops.cache_state(cache, mask)
+        return out.logits[:, -1, :].float().cpu(), kvops.cache_state(cache, mask)
 
     def _run_prompts(self, prompts: list[list[int]]) -> tuple[torch.Tensor, kvops.KVState]:
         """Prefill prompts after their longest cached prefixes, left-padded into one batch."""

@@ -113,12 +113,9 @@ class RolloutManager:
     async def _feed(self, tasks: Iterable[RolloutTask | dict[str, Any]], out: asyncio.Queue[Any],
                     progress: _Progress) -> None:
         pool = AioPool(size=self.config.concurrency)
-        pending: set[asyncio.Future[Any]] = set()
 
         def spawn(coro: Any) -> None:
-            fut = pool.spawn_n(coro)
-            pending.add(fut)
-            fut.add_done_callback(pending.discard)
+            _retrieve(pool.spawn_n(coro))
 
         def on_leaf(traj: Trajectory) -> None:
             self._count(traj)
@@ -136,7 +133,7 @@ class RolloutManager:
                 run = TaskRun(task, _group_id(task, i, seen), self.backend, self.tokenizer, self.config,
                               spawn, on_leaf, on_done)
                 progress.add(task.group_size)
-                await pool.spawn(run.start())
+                _retrieve(await pool.spawn(run.start()))
             await pool.join()
             out.put_nowait(None)
         except asyncio.CancelledError:
@@ -152,6 +149,12 @@ class RolloutManager:
         s.failures += traj.status == "failed"
         s.turns += len(traj.turns)
         s.generated_tokens += traj.num_generated
+
+
+def _retrieve(fut: asyncio.Future[Any]) -> None:
+    """Mark a pool future's outcome as seen (paths record their own errors; cancellation of
+    waiting ones is expected), so asyncio never logs 'exception was never retrieved' at GC."""
+    fut.add_done_callback(lambda f: f.cancelled() or f.exception())
 
 
 def _task(t: RolloutTask | dict[str, Any]) -> RolloutTask:

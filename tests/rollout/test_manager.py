@@ -198,3 +198,60 @@ def test_real_model_episode_with_tool_messages_is_token_exact(tiny):
         assert roles == ["system", "user", "assistant", "tool", "assistant", "tool", "assistant"]
         # every token after the prompt is either generated (mask 1) or template/feedback (mask 0)
         assert t.num_generated == sum(len(turn.token_ids) for turn in t.turns)
+
+
+def test_weights_update_mid_run_is_tolerated_and_recorded():
+    from agentrl.backends.hf import HFBackend
+    from agentrl.models import load_model
+
+    model, tok = load_model("tiny-random", seed=11)
+    other, _ = load_model("tiny-random", seed=12)
+    backend = HFBackend(model, tok, max_batch_size=8)
+    tasks = [RolloutTask(env_id="agentrl/GuessNumber-v0", seed=s, group_size=2) for s in range(4)]
+
+    async def main():
+        manager = RolloutManager(backend, tok, RolloutConfig(max_turns=4, max_new_tokens=8))
+        run = asyncio.ensure_future(manager.run(tasks))
+        while backend.stats["requests"] < 8:  # the first turns are under way
+            await asyncio.sleep(0.01)
+        await backend.update_weights(other.state_dict(), version=1)
+        groups = await run
+        await backend.close()
+        return groups
+
+    groups = asyncio.run(main())
+    trajs = [t for g in groups for t in g]
+    assert all(t.status == "truncated" for t in trajs)
+    versions = [turn.weight_version for t in trajs for turn in t.turns]
+    assert 0 in versions and 1 in versions
+    for t in trajs:
+        assert t.weight_version == min(turn.weight_version for turn in t.turns)
+        v = [turn.weight_version for turn in t.turns]
+        assert v == sorted(v)  # never back to old weights
+        if v[0] == 1:  # generated wholly by the new weights: exact under them
+            assert _max_logprob_error(other, t) < 1e-4
+
+
+def test_leaving_the_stream_early_cancels_the_rest(tiny):
+    from contextlib import aclosing
+
+    from agentrl.backends.hf import HFBackend
+
+    backend = HFBackend(*tiny, max_batch_size=4)
+    tasks = [RolloutTask(env_id="agentrl/GuessNumber-v0", seed=s, group_size=1) for s in range(16)]
+
+    async def main():
+        manager = RolloutManager(backend, tiny[1], RolloutConfig(max_turns=3, max_new_tokens=8, concurrency=4))
+        async with aclosing(manager.stream(tasks)) as groups:
+            async for _ in groups:
+                break
+        await asyncio.sleep(0.2)
+        ok = await backend.health()
+        served = backend.stats["requests"]
+        await asyncio.sleep(0.3)
+        await backend.close()
+        return ok, served, backend.stats["requests"], manager.stats.groups
+
+    ok, served, later, n_groups = asyncio.run(main())
+    assert ok and served == later  # nothing new reaches the backend after leaving
+    assert n_groups < 16
