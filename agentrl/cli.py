@@ -64,6 +64,39 @@ def eval_cmd(
 
 
 @app.command()
+def train(
+    config: Annotated[Optional[str], typer.Argument(help="YAML config (examples/*.yaml).")] = None,
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override: section.field=value (repeatable).")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue from the newest checkpoint in out_dir.")] = False,
+) -> None:
+    """Train a policy with RL; metrics, checkpoints and a plot go to out_dir."""
+    from agentrl.train.config import load_config
+    from agentrl.train.trainer import Trainer
+
+    try:
+        cfg = load_config(config, set_ or [])
+    except (ValueError, FileNotFoundError) as e:
+        console.print(f"[red]{e}[/]")
+        raise typer.Exit(2) from None
+    trainer = Trainer(cfg, console=console)
+    summary = trainer.fit(resume=resume)
+    _print_summary(summary)
+
+
+def _print_summary(summary: dict) -> None:
+    before, after = summary.get("eval_before", {}), summary.get("eval_after", {})
+    table = Table(title="held-out evaluation")
+    table.add_column("metric")
+    table.add_column("before", justify="right")
+    table.add_column("after", justify="right")
+    for key in sorted(set(before) | set(after)):
+        b, a = before.get(key), after.get(key)
+        table.add_row(key, "-" if b is None else f"{b:.3f}", "-" if a is None else f"{a:.3f}")
+    console.print(table)
+    console.print(f"wall time {summary.get('wall_s', 0):.0f} s; plot: {summary.get('plot')}")
+
+
+@app.command()
 def demo(
     episodes: Annotated[int, typer.Option(min=1, help="Evaluation episodes.")] = 4,
     threads: Annotated[Optional[int], typer.Option(help="torch threads (default: all cores).")] = None,
