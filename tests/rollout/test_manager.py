@@ -159,7 +159,7 @@ def test_stream_yields_groups_as_they_finish(tiny, scripted):
     fast = next(s for s in range(20) if not _is_slow(s))
 
     async def main():
-        manager = RolloutManager(scripted(), tiny[1], RolloutConfig(max_turns=1, env_timeout_s=3))
+        manager = RolloutManager(scripted(), tiny[1], RolloutConfig(max_turns=1, env_timeout_s=1.5))
         tasks = [RolloutTask(env_id="test/Hanging-v0", seed=slow, group_size=1),  # hits the timeout
                  RolloutTask(env_id="test/Hanging-v0", seed=fast, group_size=1)]
         order = [g.group_id async for g in manager.stream(tasks)]
@@ -255,3 +255,32 @@ def test_leaving_the_stream_early_cancels_the_rest(tiny):
     ok, served, later, n_groups = asyncio.run(main())
     assert ok and served == later  # nothing new reaches the backend after leaving
     assert n_groups < 16
+
+
+def _guess_with_calculator(**kw):
+    from agentrl.envs.guess_number import GuessNumber
+
+    from agentrl.tool import ToolEnv
+
+    return ToolEnv(GuessNumber(), ["calculator"], **kw)
+
+
+def test_tool_env_episode_tokens_equal_the_full_rendering(tiny, scripted):
+    import gymnasium as gym
+
+    if "test/GuessCalc-v0" not in gym.registry:
+        gym.register(id="test/GuessCalc-v0", entry_point=_guess_with_calculator, disable_env_checker=True)
+    _, tok = tiny
+    call = '<tool_call>\n{"name": "calculator", "arguments": {"expression": "25 * 2"}}\n</tool_call>'
+    backend = scripted()
+    backend.reply = lambda ids, p: call if len(backend.calls) % 2 == 1 else "50"
+    groups = _run(backend, tok, [RolloutTask(env_id="test/GuessCalc-v0", seed=0, group_size=1)], max_turns=3)
+    t = groups[0].trajectories[0]
+    assert [m.role for m in t.messages] == ["system", "user", "assistant", "tool", "assistant", "user", "assistant"]
+    assert t.messages[3].content == "50" and t.turns[0].tool_calls[0].name == "calculator"
+    assert "<tools>" in t.messages[0].content  # Hermes-style tool prompt (SmolLM2 has no native tools)
+    full = tok.apply_chat_template([m.to_template() for m in t.messages], tokenize=True)
+    full = list(full["input_ids"] if hasattr(full, "keys") else full)
+    assert t.token_ids == full[:-1]  # all but the template's trailing "\n" after the last <|im_end|>
+    gen = [i for i, m in enumerate(t.loss_mask) if m]
+    assert [t.token_ids[i] for i in gen] == [x for turn in t.turns for x in turn.token_ids]
