@@ -84,6 +84,9 @@ class RolloutManager:
         """All groups, in the order of ``tasks``."""
         tasks = [_task(t) for t in tasks]
         ids = _group_ids(tasks)
+        if len(set(ids)) != len(ids):
+            dup = sorted({i for i in ids if ids.count(i) > 1})
+            raise ValueError(f"group_id: tasks must have distinct group ids, repeated: {dup}")
         by_id = {g.group_id: g async for g in self.stream(tasks)}
         return [by_id[i] for i in ids]
 

@@ -284,3 +284,9 @@ def test_tool_env_episode_tokens_equal_the_full_rendering(tiny, scripted):
     assert t.token_ids == full[:-1]  # all but the template's trailing "\n" after the last <|im_end|>
     gen = [i for i, m in enumerate(t.loss_mask) if m]
     assert [t.token_ids[i] for i in gen] == [x for turn in t.turns for x in turn.token_ids]
+
+
+def test_run_rejects_duplicate_group_ids(tiny, scripted):
+    tasks = [RolloutTask(env_id="agentrl/GuessNumber-v0", group_id="g"), RolloutTask(env_id="agentrl/GuessNumber-v0", group_id="g")]
+    with pytest.raises(ValueError, match=r"group_id: tasks must have distinct group ids, repeated: \['g'\]"):
+        _run(scripted(), tiny[1], tasks)
