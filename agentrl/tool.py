@@ -51,7 +51,7 @@ __all__ = [
     "TOOLS",
     "ParsedCalls",
     "Tool",
-    "ToolEnv",
+    "ToolEnv",  # noqa: F822  (lazy: see __getattr__)
     "ToolError",
     "ToolResult",
     "acall_tool",
@@ -374,4 +374,11 @@ def _strip_titles(schema: Any) -> Any:
     return schema
 
 
-from agentrl.toolenv import ToolEnv  # noqa: E402  (it builds on the names above)
+
+def __getattr__(name: str) -> Any:
+    """``agentrl.tool.ToolEnv``, resolved lazily (``agentrl.toolenv`` imports this module)."""
+    if name == "ToolEnv":
+        from agentrl.toolenv import ToolEnv
+
+        return ToolEnv
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -15,15 +15,29 @@ if TYPE_CHECKING:
     from agentrl.tools.sandbox import SandboxLimits
 
 
-def kill_uid(uid: int) -> None:
-    """SIGKILL every process of a sandbox uid (rlimits isolation: no namespace to tear down)."""
+def kill_uid(uid: int) -> int:
+    """SIGKILL every process of a sandbox uid; return how many there were."""
+    n = 0
     for entry in os.scandir("/proc"):
         if entry.name.isdigit():
             try:
                 if entry.stat().st_uid == uid:
                     os.kill(int(entry.name), signal.SIGKILL)
+                    n += 1
             except OSError:
                 continue
+    return n
+
+
+def wait_gone(uid: int, timeout: float = 2.0) -> bool:
+    """Kill and wait until no process of ``uid`` is left (a killed task closes its pipes a
+    moment before it disappears); False if some survive ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while kill_uid(uid):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
 
 
 class Capture:
@@ -63,6 +77,7 @@ class Collector:
         self.status_fd, self.status_raw = status_fd, bytearray()
         self.killed_for: str | None = None
         self.cleaned = False
+        self.warnings: list[str] = []
 
     def feed(self, job: bytes) -> None:
         assert self.proc.stdin is not None
@@ -148,5 +163,6 @@ class Collector:
         return {
             "status": kind, "returncode": rc, "stdout": stdout, "stderr": stderr,
             "stdout_bytes": self.out.total, "stderr_bytes": self.err.total, "cpu_s": cpu,
-            "message": message, "warnings": list((status or {}).get("warnings", [])),
+            "message": message,
+            "warnings": [*(status or {}).get("warnings", []), *self.warnings],
         }

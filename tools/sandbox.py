@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from agentrl.tools._sandbox_io import Collector
+from agentrl.tools._sandbox_io import Collector, wait_gone
 from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = ["SandboxLimits", "SandboxResult", "available_isolation", "run_python"]
@@ -218,6 +218,8 @@ def run_python(
     if isolation not in ISOLATIONS:
         raise ValueError(f"isolation must be one of {ISOLATIONS}, got {isolation!r}")
     mode: Isolation = available_isolation() if isolation == "auto" else isolation  # type: ignore[assignment]
+    if mode == "userns" and os.geteuid() == 0:  # root keeps real root there: no process limit
+        raise ValueError("userns isolation is for unprivileged callers; as root use namespaces")
     limits = limits or SandboxLimits()
     files = dict(files or {})
     for rel in files:
@@ -263,6 +265,8 @@ def _run(files: dict[str, str], limits: SandboxLimits, mode: Isolation) -> Sandb
         collector = Collector(proc, status_r, limits, uid if mode == "rlimits" else None)
         collector.feed(json.dumps(job).encode())
         collector.run(start + limits.wall_s)
+        if uid is not None and not wait_gone(uid):
+            collector.warnings.append(f"processes of sandbox uid {uid} survived SIGKILL")
     finally:
         os.close(status_r)
         if host_dir is not None:
