@@ -84,28 +84,43 @@ def train(
 
 
 def _print_summary(summary: dict) -> None:
-    before, after = summary.get("eval_before", {}), summary.get("eval_after", {})
-    table = Table(title="held-out evaluation")
+    stages = [(k, label) for k, label in (("eval_before", "before"), ("eval_after_sft", "after SFT"),
+                                          ("eval_after", "after RL")) if k in summary]
+    table = Table(title="held-out evaluation (one episode per seed)")
     table.add_column("metric")
-    table.add_column("before", justify="right")
-    table.add_column("after", justify="right")
-    for key in sorted(set(before) | set(after)):
-        b, a = before.get(key), after.get(key)
-        table.add_row(key, "-" if b is None else f"{b:.3f}", "-" if a is None else f"{a:.3f}")
+    for _, label in stages:
+        table.add_column(label, justify="right")
+    keys = sorted({k for key, _ in stages for k in summary[key]})
+    for key in keys:
+        table.add_row(key.removeprefix("eval/"), *(f"{summary[s].get(key, float('nan')):.3f}" for s, _ in stages))
     console.print(table)
     console.print(f"wall time {summary.get('wall_s', 0):.0f} s; plot: {summary.get('plot')}")
 
 
 @app.command()
 def demo(
-    episodes: Annotated[int, typer.Option(min=1, help="Evaluation episodes.")] = 4,
-    threads: Annotated[Optional[int], typer.Option(help="torch threads (default: all cores).")] = None,
+    config: Annotated[str, typer.Option(help="Training config of the demo.")] = "examples/demo.yaml",
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override: section.field=value.")] = None,
 ) -> None:
-    """The main job on the embedded default: SmolLM2 plays GuessNumber."""
-    import torch
+    """The main job on the embedded default: SmolLM2 learns GuessNumber on this CPU.
 
-    torch.set_num_threads(threads or os.cpu_count() or 1)
-    eval_cmd("agentrl/GuessNumber-v0", seeds=f"0-{episodes - 1}")
+    Evaluates on held-out seeds, warm-starts on scripted demonstrations, trains with GRPO,
+    evaluates again, prints one transcript, the before/after table and the plot's path.
+    """
+    from agentrl.evaluate import episode_record
+    from agentrl.train.config import load_config
+    from agentrl.train.trainer import Trainer
+
+    cfg = load_config(config, set_ or [])
+    trainer = Trainer(cfg, console=console)
+    summary = trainer.fit()
+    if trainer.last_eval:
+        rec = episode_record(trainer.last_eval[0])
+        console.rule(f"after training: held-out episode seed={rec.seed} reward={rec.reward:.3f}")
+        for m in rec.messages:
+            style = {"system": "dim", "user": "cyan", "assistant": "green"}.get(m["role"], "red")
+            console.print(f"[{style}]{m['role']:>9}[/]  {m['content']}", highlight=False)
+    _print_summary(summary)
 
 
 def main() -> None:  # pragma: no cover

@@ -130,6 +130,16 @@ class TrainSection(_Section):
     threads: int | None = Field(default=None, ge=1, description="torch threads (None = cores).")
 
 
+class SFTSection(_Section):
+    """Optional supervised warm-start on the env's scripted-policy demonstrations (before RL)."""
+
+    episodes: int = Field(default=0, ge=0, description="Demonstration episodes (0 = no SFT).")
+    epochs: int = Field(default=1, ge=1, description="Passes over the demonstrations.")
+    batch_size: int = Field(default=8, ge=1, description="Episodes per SFT step.")
+    lr: float = Field(default=5e-5, gt=0.0, description="AdamW learning rate of the warm-start.")
+    seed_start: int = Field(default=100_000, ge=0, description="First demo seed (apart from RL/eval).")
+
+
 class TrainConfig(_Section):
     """A whole run. Load with :func:`load_config`."""
 
@@ -141,6 +151,7 @@ class TrainConfig(_Section):
     algo: AlgoSection = Field(default_factory=AlgoSection)
     filters: FilterSection = Field(default_factory=FilterSection)
     train: TrainSection = Field(default_factory=TrainSection)
+    sft: SFTSection = Field(default_factory=SFTSection)
 
     @model_validator(mode="after")
     def _cross_field_rules(self) -> TrainConfig:

@@ -102,7 +102,7 @@ def sft(
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(params, 1.0)
                 opt.step()
-                losses.append(float(loss))
+                losses.append(loss.item())
                 progress.update(task, advance=1, loss=losses[-1])
     model.eval()
     return SFTResult(len(losses), losses[0], losses[-1], len(demos),

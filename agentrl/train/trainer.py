@@ -31,7 +31,7 @@ from agentrl.train.checkpoint import (
 from agentrl.train.config import TrainConfig, dump_config
 from agentrl.train.metrics import MetricsLogger, plot_metrics
 from agentrl.train.progress import TrainProgress
-from agentrl.types import TrajectoryGroup
+from agentrl.types import Trajectory, TrajectoryGroup
 
 SUCCESS_COMPONENTS = ("solved", "correct", "all_passed", "success")
 
@@ -57,6 +57,7 @@ class Trainer:
         self.console = console or Console()
         self.out_dir = Path(cfg.out_dir)
         self.step = 0
+        self.last_eval: list[Trajectory] = []
         if cfg.train.threads:
             torch.set_num_threads(cfg.train.threads)
         self._seed_everything(cfg.seed)
@@ -264,11 +265,24 @@ class Trainer:
         manager = self._manager(self.cfg.seed, temperature=self.cfg.rollout.eval_temperature)
         groups = await manager.run(tasks)
         trajs = [t for g in groups for t in g.trajectories]
+        self.last_eval = trajs
         out = {"eval/success_rate": float(np.mean([success_of(t.reward_components, self.cfg.env.success_component) for t in trajs])),
                "eval/reward": float(np.mean([t.reward for t in trajs]))}
         for k in sorted({k for t in trajs for k in t.reward_components}):
             out[f"eval/{k}"] = float(np.mean([t.reward_components.get(k, 0.0) for t in trajs]))
         return out
+
+    def warm_start(self) -> dict[str, float]:
+        """Supervised warm-start on scripted demonstrations (``cfg.sft``), in place."""
+        from agentrl.train.sft import sft
+
+        c = self.cfg.sft
+        res = sft(self.model, self.tokenizer, self.cfg.env.id,
+                  list(range(c.seed_start, c.seed_start + c.episodes)), env_kwargs=self._env_kwargs(),
+                  epochs=c.epochs, batch_size=c.batch_size, lr=c.lr, seed=self.cfg.seed,
+                  console=self.console)
+        return {"steps": res.steps, "first_loss": res.first_loss, "last_loss": res.last_loss,
+                "demos": res.demos, "demo_reward": res.mean_demo_reward, "wall_s": res.wall_s}
 
     # ---- checkpoints ------------------------------------------------------------------------
     def save(self) -> Path:
@@ -314,6 +328,11 @@ class Trainer:
         if not resumed:
             summary["eval_before"] = await self.evaluate()
             logger.log(0, summary["eval_before"])
+            if cfg.sft.episodes:
+                summary["sft"] = await asyncio.to_thread(self.warm_start)
+                await self._push_weights()
+                summary["eval_after_sft"] = await self.evaluate()
+                logger.log(0, {f"sft/{k}": v for k, v in summary["eval_after_sft"].items()})
         pending: asyncio.Task | None = None
         with TrainProgress(self.console, cfg.train.steps, self.step) as progress:
             while self.step < cfg.train.steps:
