@@ -6,6 +6,10 @@ Components (per step; the episode's value is their sum):
                 when no integer can be read: a penalty, so solving faster never loses format
                 credit and the episode total lies in [-1, 0].
     turns_used  1.0 per step (weight -0.02: a small price on every extra guess).
+    ignored_feedback
+                1/max_turns for a guess the earlier feedback already ruled out (outside the
+                interval still possible, or a repeat), weight -0.5: a dense signal for *using*
+                the textual feedback, which is the skill this environment is about.
 
 Example episode (range 1-100, hidden 37)::
 
@@ -40,7 +44,7 @@ def parse_guess(text: str) -> tuple[int | None, float]:
 class GuessNumber(TextEnv):
     """Guess a hidden integer in [low, high]; feedback says higher or lower."""
 
-    reward_weights = {"solved": 1.0, "format": 0.5, "turns_used": -0.02}
+    reward_weights = {"solved": 1.0, "format": 0.5, "turns_used": -0.02, "ignored_feedback": -0.5}
     max_turns = 7
     system_prompt = (
         "You are playing a number guessing game. Answer every turn with a single integer and "
@@ -66,7 +70,8 @@ class GuessNumber(TextEnv):
 
     def _score(self, action: str) -> StepResult:
         guess, fmt = parse_guess(action)
-        components = {"format": (fmt - 1.0) / self.max_turns, "turns_used": 1.0, "solved": 0.0}
+        components = {"format": (fmt - 1.0) / self.max_turns, "turns_used": 1.0, "solved": 0.0,
+                      "ignored_feedback": 0.0}
         if guess is None:
             return StepResult(
                 f"I could not find an integer in your reply {action[:80]!r}. Reply with just "
@@ -75,6 +80,10 @@ class GuessNumber(TextEnv):
                 components,
             )
         hint = "" if fmt == 1.0 else " (Reply with just the number, no other words.)"
+        if not self._lo <= guess <= self._hi:
+            components["ignored_feedback"] = 1.0 / self.max_turns
+            if self.low <= guess <= self.high:
+                hint += f" Note: the feedback so far says the number is between {self._lo} and {self._hi}."
         if not self.low <= guess <= self.high:
             return StepResult(
                 f"{guess} is outside the range: the number is between {self.low} and "

@@ -16,7 +16,7 @@ def test_evaluate_runs_every_seed_to_the_end_and_prints():
     for ep in report.episodes:
         assert ep.messages[0]["role"] == "system" and ep.messages[-1]["role"] == "user"
         assert sum(m["role"] == "assistant" for m in ep.messages) == 7  # the env's own turn limit
-        assert set(ep.components) == {"solved", "format", "turns_used"}
+        assert set(ep.components) == {"solved", "format", "turns_used", "ignored_feedback"}
     print_report(report, console)
     out = console.file.getvalue()
     assert "success rate" in out and "component: format" in out

@@ -37,7 +37,7 @@ def test_collect_on_tiny_is_token_exact(tiny):
             assert all(lp == 0.0 for lp, m in zip(t.rollout_logprobs, t.loss_mask, strict=True) if m == 0)
             assert _max_logprob_error(model, t) < 1e-4
             assert t.token_ids[-1] == tok.eos_token_id  # every assistant turn is closed
-            assert set(t.reward_components) == {"solved", "format", "turns_used"}
+            assert set(t.reward_components) == {"solved", "format", "turns_used", "ignored_feedback"}
             assert t.reward == pytest.approx(sum(t.reward_weights[k] * v for k, v in t.reward_components.items()))
 
 
