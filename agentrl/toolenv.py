@@ -8,7 +8,8 @@ that says what was wrong, and counts in the ``tool_error`` component; it never e
 
 Reward components added to the task's own (the task's weight wins for a shared name):
     tool_calls  calls run this turn (weight 0: a metric).
-    tool_error  failed or refused calls this turn (weight -0.1 each).
+    tool_error  failed or refused calls this turn (weight -0.1 each; at most
+                ``max_calls_per_turn + 1`` per turn).
     format      on a tool turn: 0 for ``<tool_call>`` blocks, -0.5/max_turns for bare JSON calls,
                 -1/max_turns when every call was malformed (a penalty, like GuessNumber's, so
                 longer episodes never earn more); on an answer turn, the task's own format
@@ -130,7 +131,11 @@ class ToolEnv(TextEnv):
 
     def _tool_turn(self, parsed: ParsedCalls) -> StepResult:
         """A turn with tool calls: run them (within the limits) and return their results."""
-        replies: list[tuple[str, str]] = [("tool_call", f"Error: {e}") for e in parsed.errors]
+        shown = parsed.errors[: self.max_calls_per_turn]
+        replies: list[tuple[str, str]] = [("tool_call", f"Error: {e}") for e in shown]
+        if len(parsed.errors) > len(shown):
+            replies.append(("tool_call", f"Error: {len(parsed.errors) - len(shown)} more malformed "
+                                         "call(s) not shown"))
         errors = len(parsed.errors)
         room = min(self.max_calls_per_turn, self.max_calls_per_episode - self.calls_used)
         run, refused = parsed.calls[: max(room, 0)], parsed.calls[max(room, 0) :]
@@ -148,6 +153,7 @@ class ToolEnv(TextEnv):
         if parsed.style == "json" and replies:
             name, text = replies[-1]
             replies[-1] = (name, f"{text}\n(Note: wrap each call in <tool_call></tool_call> tags.)")
+        errors = min(errors, self.max_calls_per_turn + 1)  # a bounded penalty per turn
         components = {"tool_calls": float(len(run)), "tool_error": float(errors),
                       "format": (fmt - 1.0) / self.max_turns}
         info = {

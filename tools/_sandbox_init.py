@@ -11,9 +11,9 @@ isolations it runs as PID 1 of fresh PID, mount, network, IPC and UTS namespaces
 2. writes the job's files into the working directory;
 3. forks the program: new resource limits, an unprivileged uid when one is given, an empty
    capability bounding set, ``no_new_privs``, stdin from ``/dev/null``, a clean environment;
-4. waits for it and writes ``{"returncode", "signal", "cpu_s", "maxrss_kb", "warnings"}`` as
-   JSON to ``STATUS_FD``. As PID 1 of the namespace, its exit then kills every process the
-   program left behind.
+4. waits for it (killing it ``wall_s + 1`` seconds after the start, in case the caller died)
+   and writes ``{"returncode", "cpu_s", "maxrss_kb", "warnings"}`` as JSON to ``STATUS_FD``. As
+   PID 1 of the namespace, its exit then kills every process the program left behind.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import ctypes
 import json
 import os
 import resource
+import signal
 import sys
 
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
@@ -154,6 +155,9 @@ def main() -> int:
     pid = os.fork()
     if pid == 0:
         exec_program(job, status_fd)
+    # The caller kills everything at wall_s; should the caller itself die, this ends the run.
+    signal.signal(signal.SIGALRM, lambda *_: os.kill(pid, signal.SIGKILL))
+    signal.setitimer(signal.ITIMER_REAL, float(job["limits"]["wall_s"]) + 1.0)
     _, wait_status = os.waitpid(pid, 0)
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     status.update(

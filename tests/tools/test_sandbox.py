@@ -58,6 +58,7 @@ def test_infinite_loop_stops_at_the_cpu_limit():
     assert "CPU time limit of 1 s" in r.report()
 
 
+@pytest.mark.slow
 def test_ignoring_sigxcpu_still_ends_with_sigkill():
     code = "import signal\nsignal.signal(signal.SIGXCPU, signal.SIG_IGN)\nwhile True:\n    pass"
     r = run_python(code, limits=SandboxLimits(cpu_s=1, wall_s=10))
@@ -279,3 +280,49 @@ def test_bad_arguments_raise_clear_errors():
 def test_userns_isolation_is_refused_for_root():
     with pytest.raises(ValueError, match="userns isolation is for unprivileged callers"):
         run_python("pass", isolation="userns")
+
+
+@pytest.mark.slow
+def test_orphaned_sandbox_ends_itself(tmp_path):
+    """If the caller dies mid-run, the sandbox's init kills the program at wall_s + 1 s."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "caller.py"
+    script.write_text("from agentrl.tools.sandbox import SandboxLimits, run_python\n"
+                      "run_python('import time\\ntime.sleep(60)', limits=SandboxLimits(wall_s=1))\n")
+    caller = subprocess.Popen([sys.executable, str(script)])
+    deadline = time.monotonic() + 10
+    while len(sandbox := _descendants(caller.pid)) < 3 and time.monotonic() < deadline:
+        time.sleep(0.05)  # unshare, the init, the program
+    caller.kill()  # SIGKILL: no cleanup runs in the caller
+    caller.wait()
+    assert len(sandbox) >= 3, "the sandbox did not start"
+    time.sleep(2.5)
+    assert [pid for pid in sandbox if _alive(pid)] == []
+
+
+def _alive(pid: int) -> bool:
+    """Running, not merely a zombie that its new parent has not reaped yet."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _descendants(root: int) -> list[int]:
+    parent = {}
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                with open(f"/proc/{entry.name}/stat") as f:
+                    parent[int(entry.name)] = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+    found, frontier = [], [root]
+    while frontier:
+        kids = [p for p, pp in parent.items() if pp in frontier]
+        found += kids
+        frontier = kids
+    return found

@@ -117,6 +117,9 @@ def test_call_limits_per_turn_and_per_episode():
         "answer without a tool call")
     _, _, _, _, info = env.step(three)
     assert info["reward_components"]["tool_calls"] == 0.0 and info["reward_components"]["tool_error"] == 3.0
+    _, _, _, _, info = env.step("<tool_call>{oops</tool_call>" * 1000)  # the penalty and feedback are bounded
+    assert info["reward_components"]["tool_error"] == 3.0 and len(info["feedback_messages"]) == 3
+    assert info["feedback_messages"][-1]["content"] == "Error: 998 more malformed call(s) not shown"
 
 
 def test_turn_limit_truncates_and_task_truncation_ends_the_episode():
