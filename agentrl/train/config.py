@@ -173,6 +173,11 @@ class TrainConfig(_Section):
                 f"filters.gfpo_k={k} must be < rollout.group_size={g}: GFPO samples a larger "
                 "group and keeps the k best"
             )
+        if self.train.mode == "async" and self.train.max_staleness < 1:
+            raise ValueError(
+                "train.max_staleness=0 contradicts train.mode=async: one-step-off generation "
+                "trains on trajectories one policy version old (use mode=sync)"
+            )
         self._check_env_weights()
         return self
 

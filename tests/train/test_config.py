@@ -40,3 +40,8 @@ def test_bad_values_name_the_field():
         load_config(None, ["rollout.group_size=0"])
     with pytest.raises(ValueError, match="must look like section.field=value"):
         apply_overrides({}, ["algo.name"])
+
+
+def test_async_needs_staleness_of_at_least_one():
+    with pytest.raises(ValueError, match=r"train\.max_staleness=0 contradicts train\.mode=async"):
+        load_config(None, ["train.mode=async", "train.max_staleness=0"])

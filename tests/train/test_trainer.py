@@ -148,3 +148,19 @@ def test_kill_minus_9_then_resume_matches_uninterrupted_run(tmp_path):
     wb = load_file(str(crashed / "checkpoints" / "step_000006" / "model.safetensors"))
     for k in wa:
         assert torch.allclose(wa[k], wb[k], atol=1e-6), k
+
+
+@pytest.mark.e2e
+def test_async_one_step_off_trains_and_records_staleness(tmp_path, tiny):
+    cfg = _learn_cfg(tmp_path, "algo.name=grpo", "train.mode=async", "train.max_staleness=1",
+                     "algo.tis_cap=2.0")
+    trainer = Trainer(cfg, model=_peaked_tiny(tiny[1]), tokenizer=tiny[1], console=Console(quiet=True))
+    assert trainer.backend.model is not trainer.model  # generation has its own copy
+    summary = trainer.fit()
+    rows = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    steps = [r for r in rows if "loss" in r]
+    assert len(steps) == 12
+    # step n+1 was generated while step n trained: its trajectories are one version behind
+    assert max(r["staleness_max"] for r in steps) == 1.0
+    assert all(r["staleness_max"] <= 1.0 for r in steps)
+    assert summary["eval_after"]["eval/success_rate"] >= 0.9
