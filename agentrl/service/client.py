@@ -88,14 +88,19 @@ class RolloutClient:
         summary: dict[str, Any] | None = None
         async with self._http.stream("POST", "/rollouts", json=_body(tasks, config)) as resp:
             await _raise_for_status(resp)
-            async for line in resp.aiter_lines():
-                if not line.strip():
-                    continue
-                item = json.loads(line)
-                if item.get("done") is True:
-                    summary = item
+            lines = resp.aiter_lines()
+            while summary is None:
+                try:
+                    line = await anext(lines)
+                except StopAsyncIteration:
                     break
-                yield TrajectoryGroup.model_validate(item)
+                except httpx.HTTPError as e:  # e.g. the server stopped mid-stream
+                    raise RolloutServiceError(f"rollout stream broke: {type(e).__name__}: {e}") from e
+                item = json.loads(line) if line.strip() else None
+                if item is not None and item.get("done") is True:
+                    summary = item
+                elif item is not None:
+                    yield TrajectoryGroup.model_validate(item)
         if summary is None:
             raise RolloutServiceError("rollout stream ended before its summary line (server gone?)")
         self.last_stats, self.last_weight_version = summary.get("stats"), summary.get("weight_version")

@@ -248,3 +248,35 @@ def test_health_envs_and_lifespan_closes_the_backend(live_server):
     assert run(backend.health()) is True
     server.stop()
     assert run(backend.health()) is False
+
+
+def test_serve_rejects_unknown_options_before_loading_anything():
+    from agentrl.service import serve
+
+    with pytest.raises(TypeError, match=r"serve: unknown option\(s\) \['max_batch'\]; valid: .*max_batch_size"):
+        serve("tiny-random", port=1, max_batch=4)
+
+
+def test_shutdown_cancels_running_streams_and_closes_the_backend(live_server, gates):
+    server, backend = live_server(default_config=SMALL)
+    gated = [RolloutTask(env_id=GATE, env_kwargs={"gate": "shutdown"}, group_size=2)]
+
+    async def main() -> tuple[RolloutServiceError, float]:
+        async with RolloutClient(server.url, timeout=30) as client:
+            stream = asyncio.ensure_future(client.collect(gated))
+            streaming = client.stream(gated)
+            first = asyncio.ensure_future(anext(streaming))
+            await wait_until(client, lambda h: h["requests"]["active"] == 2)
+            t0 = asyncio.get_running_loop().time()
+            await asyncio.to_thread(server.stop)  # graceful timeout 1 s, then lifespan cancels
+            stopped = asyncio.get_running_loop().time() - t0
+            with pytest.raises(RolloutServiceError) as info:
+                await first
+            with contextlib.suppress(RolloutServiceError, httpx.HTTPError):
+                await stream
+            return info.value, stopped
+
+    err, stopped = run(main())
+    assert gates.passed("shutdown") == 0 and stopped < 10  # the gated steps wait up to 20 s
+    assert "stream" in str(err)
+    assert run(backend.health()) is False
