@@ -123,6 +123,19 @@ def demo(
     _print_summary(summary)
 
 
+@app.command()
+def serve(
+    model: Annotated[str, typer.Option(help="Embedded name, 'tiny-random', or a folder.")] = "smollm2-135m-instruct",
+    host: Annotated[str, typer.Option(help="Bind address (loopback by default).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535)] = 8000,
+    max_batch_size: Annotated[int, typer.Option(min=1, help="HF backend: rows decoded together.")] = 32,
+) -> None:
+    """Run rollouts as an HTTP service (FastAPI + uvicorn): see docs/service.md."""
+    from agentrl.service.server import serve as run_server
+
+    run_server(model=model, host=host, port=port, max_batch_size=max_batch_size)
+
+
 def main() -> None:  # pragma: no cover
     app()
 
