@@ -86,6 +86,9 @@ def plot_metrics(metrics_path: str | Path, png_path: str | Path) -> Path | None:
         pts = [(r["step"], r[key]) for r in rows if r.get(key) is not None]
         if pts:
             axes[1].plot(*zip(*pts), marker="o", label=label)
+    sft = [r["sft/eval/success_rate"] for r in rows if r.get("sft/eval/success_rate") is not None]
+    if sft:
+        axes[1].plot([0], sft[-1:], marker="*", markersize=12, linestyle="", label="eval after SFT warm-start")
     axes[1].set_title("success rate")
     axes[1].set_ylim(-0.05, 1.05)
     axes[1].legend(fontsize=8)
