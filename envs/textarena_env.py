@@ -4,8 +4,8 @@
 ``textarena`` package per episode: the task is the game's prompt and board, each action is passed
 to the game unchanged, and the feedback is the game's new messages (board, move descriptions,
 invalid-move warnings; the outcome and its reason when the game ends). The game keeps its own
-rules: e.g. a second invalid move in a row ends the game, and its turn limit ends it with a
-partial-credit reward.
+rules: e.g. a second invalid move in a row ends the game (``error_allowance`` changes that), and
+its turn limit ends it with a partial-credit reward.
 
 Only the offline single-player games in :data:`GAMES` are allowed: TextArena's word games
 (Wordle, Hangman, WordLadder, ...) download NLTK corpora when imported, GuessWho and
@@ -98,9 +98,14 @@ class TextArena(TextEnv):
         "square brackets, e.g. [A C], and nothing else."
     )
 
-    def __init__(self, game: str = "TowerOfHanoi-v0", **kwargs: Any) -> None:
+    def __init__(
+        self, game: str = "TowerOfHanoi-v0", error_allowance: int | None = None, **kwargs: Any
+    ) -> None:
         """Args:
         game: a TextArena game id from :data:`GAMES`.
+        error_allowance: invalid moves in a row the game forgives (None: the game's own rule,
+            usually 1, so a second invalid move in a row ends the game); raise it to give a
+            small model room to learn the move format.
         **kwargs: ``max_turns``, ``reward_weights``, ``render_mode`` (see ``TextEnv``).
         """
         if importlib.util.find_spec("textarena") is None:
@@ -110,8 +115,15 @@ class TextArena(TextEnv):
                 f"game: {game!r} is not an allowed offline single-player TextArena "
                 f"game; allowed: {', '.join(GAMES)}"
             )
+        if error_allowance is not None and (
+            not isinstance(error_allowance, int) or error_allowance < 0
+        ):
+            raise ValueError(
+                f"error_allowance must be a non-negative integer, got {error_allowance!r}"
+            )
         super().__init__(**kwargs)
         self.game_id = game
+        self.error_allowance = error_allowance
         self.game: Any = None
         self._py_state = random.Random(0).getstate()
         self._np_state = np.random.RandomState(0).get_state()
@@ -154,6 +166,8 @@ class TextArena(TextEnv):
         with self._own_random():
             self.game = ta.make(f"{self.game_id}-raw")
             self.game.reset(num_players=1, seed=seed)
+            if self.error_allowance is not None:
+                self.game.state.error_allowance = self.error_allowance
             return self._messages()
 
     def _score(self, action: str) -> StepResult:

@@ -60,6 +60,15 @@ def test_bad_actions_get_feedback_then_the_game_rules_apply():
     assert info["reward_components"]["format"] == pytest.approx(-0.5 / env.max_turns)
 
 
+def test_error_allowance_gives_room_for_invalid_moves():
+    env = TextArena(error_allowance=3)
+    env.reset(seed=0)
+    ends = [env.step("move the disk")[2] for _ in range(4)]
+    assert ends == [False, False, False, True]
+    with pytest.raises(ValueError, match="error_allowance must be a non-negative integer"):
+        TextArena(error_allowance=-1)
+
+
 def test_valid_move_after_an_invalid_one_resets_the_warning():
     env = TextArena()
     env.reset(seed=0)
