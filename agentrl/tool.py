@@ -66,7 +66,8 @@ __all__ = [
 TOOLS: Registry[Tool] = Registry("tool")
 """The tool catalog by name; importing :mod:`agentrl.tools` fills it."""
 
-_POOL_SIZE = 8
+_POOL_SIZE = 32  # sync tool calls at once; workers mostly wait (subprocesses, I/O)
+QUEUE_TIMEOUT_S = 600.0  # a call that cannot start this long (every worker hung) is an error
 _pool: concurrent.futures.ThreadPoolExecutor | None = None
 _pool_lock = threading.Lock()
 
@@ -109,9 +110,10 @@ class Tool:
         description: what it does (from the docstring).
         fn: the function (sync or async).
         args_model: pydantic model of the arguments (``extra="forbid"``).
-        timeout_s: a call that takes longer returns a timeout error. A sync function keeps
-            running in its worker thread; tools that can hang should enforce their own deadline
-            (the ``python`` tool's sandbox does).
+        timeout_s: a call that runs longer returns a timeout error (time spent waiting for a
+            free worker does not count). A sync function keeps running in its worker thread;
+            tools that can hang should enforce their own deadline (the ``python`` tool's
+            sandbox does).
         max_output_chars: longer outputs are cut (head and tail kept).
     """
 
@@ -165,9 +167,15 @@ class Tool:
             kwargs = self.validate(arguments)
         except ToolError as e:
             return ToolResult(self.name, error=str(e))
-        job = (lambda: asyncio.run(self.fn(**kwargs))) if _is_async(self.fn) else (
-            lambda: self.fn(**kwargs))
+        started = threading.Event()
+
+        def job() -> Any:
+            started.set()
+            return asyncio.run(self.fn(**kwargs)) if _is_async(self.fn) else self.fn(**kwargs)
+
         future = _worker_pool().submit(job)
+        if not started.wait(QUEUE_TIMEOUT_S) and future.cancel():  # time in the queue is not the tool's
+            return ToolResult(self.name, error=f"{self.name} did not start: every tool worker is busy")
         try:
             return self._result(future.result(timeout=self.timeout_s))
         except concurrent.futures.TimeoutError:

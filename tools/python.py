@@ -17,7 +17,9 @@ __all__ = ["PYTHON_TOOL_LIMITS", "python"]
 PYTHON_TOOL_LIMITS = SandboxLimits(wall_s=10.0, cpu_s=5, memory_mb=512, max_output_bytes=4000)
 
 
-@tool(name="python", timeout_s=PYTHON_TOOL_LIMITS.wall_s + 20.0, max_output_chars=6000,
+# The sandbox enforces wall_s itself once a run starts; the tool timeout only has to cover the
+# wait for a free sandbox slot (AGENTRL_SANDBOX_CONCURRENCY) when many episodes call at once.
+@tool(name="python", timeout_s=300.0, max_output_chars=6000,
       example={"code": "print(sum(range(1, 101)))"})
 def python(code: str) -> str:
     """Run a Python program in a sandbox and return what it prints.

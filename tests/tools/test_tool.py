@@ -183,3 +183,24 @@ def test_call_tool_runs_the_catalog_and_names_valid_tools():
     with pytest.raises(UnknownNameError, match="unknown tool 'x'; valid: calculator"):
         get_tool("x")
     assert isinstance(get_tool("search"), Tool)
+
+
+def test_waiting_for_a_worker_does_not_count_against_the_timeout():
+    from concurrent.futures import ThreadPoolExecutor
+
+    from agentrl.tool import _POOL_SIZE
+
+    @tool(timeout_s=0.5)
+    def nap(seconds: float) -> str:
+        """Nap.
+
+        Args:
+            seconds: How long.
+        """
+        time.sleep(seconds)
+        return "ok"
+
+    n = _POOL_SIZE + 8  # the last 8 wait about 0.3 s for a worker, then run 0.3 s
+    with ThreadPoolExecutor(n) as callers:
+        results = list(callers.map(lambda _: nap.call({"seconds": 0.3}), range(n)))
+    assert [r.output for r in results] == ["ok"] * n
