@@ -174,6 +174,21 @@ def _clean_env(home: str) -> dict[str, str]:
     return env
 
 
+def _program_python(mode: Isolation) -> str:
+    """The interpreter the program runs with.
+
+    The namespace isolations mount a fresh ``tmpfs`` on ``/tmp``, so an interpreter that lives
+    under ``/tmp`` (a virtual environment in a CI checkout there) would vanish at exec time;
+    then the program runs with the base installation the venv was made from (it needs no
+    site-packages: ``-s`` and an empty environment already keep them out of reach).
+    """
+    exe = sys.executable
+    under_tmp = any(os.path.realpath(p).startswith("/tmp/") for p in (exe, sys.prefix))
+    if mode != "rlimits" and under_tmp:
+        exe = os.path.realpath(getattr(sys, "_base_executable", None) or exe)
+    return exe
+
+
 def _hidden_dirs() -> dict[str, list[str]]:
     """Home directories to hide, and the Python installation dirs inside them to keep."""
     hide = [d for d in _HIDE if os.path.isdir(d) and not os.path.islink(d)]
@@ -240,7 +255,7 @@ def _run(files: dict[str, str], limits: SandboxLimits, mode: Isolation) -> Sandb
         nproc += _user_task_count(os.getuid())
     job = {
         "isolation": mode, "uid": uid, "workdir": workdir, "files": files,
-        "argv": [sys.executable, "-E", "-s", "-B", "-u", "-X", "utf8", "main.py"],
+        "argv": [_program_python(mode), "-E", "-s", "-B", "-u", "-X", "utf8", "main.py"],
         "env": _clean_env(workdir),
         "limits": {**limits.model_dump(), "max_processes": nproc},
         **_hidden_dirs(),
