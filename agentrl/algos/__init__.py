@@ -7,6 +7,8 @@ Public API (stable; see DESIGN.md)::
     vector_advantages(components, weights, group_ids, mode="sum_then_normalize", scale="std", eps=1e-6)
     gfpo_keep(rewards, lengths, group_ids, k, metric="length")
     kl_penalty(logp, ref_logp, estimator="k3")
+    turn_advantages(episode_adv, num_slots, nodes, weight=1.0, scale="std", eps=1e-6, mode="add")
+    component_stats(components, weights, group_ids, scale="std")
 
 Registered: losses ``grpo`` (arXiv 2402.03300), ``dr_grpo`` (2503.20783), ``dapo``
 (2503.14476), ``gspo`` and ``gspo_token`` (2507.18071), ``ppo`` (1707.06347 + dual clip
@@ -16,6 +18,7 @@ Registered: losses ``grpo`` (arXiv 2402.03300), ``dr_grpo`` (2503.20783), ``dapo
 
 from agentrl.algos.advantages import (
     ADVANTAGES,
+    TURN_MODES,
     TurnNode,
     component_stats,
     group_advantages,
@@ -34,7 +37,17 @@ from agentrl.algos.filters import (
     overlong_penalty,
 )
 from agentrl.algos.kl import KL_ESTIMATORS, kl_penalty
-from agentrl.algos.losses import LOSSES, LossOutput, LossSpec, aggregation_of, policy_loss
+from agentrl.algos.losses import (
+    LOSSES,
+    LossOutput,
+    LossSpec,
+    aggregation_of,
+    clipped_surrogate,
+    policy_loss,
+    register_loss,
+    sequence_ratio,
+    token_ratio,
+)
 
 __all__ = [
     "ADVANTAGES",
@@ -42,12 +55,14 @@ __all__ = [
     "FILTERS",
     "KL_ESTIMATORS",
     "LOSSES",
+    "TURN_MODES",
     "LossOutput",
     "LossSpec",
     "TurnNode",
     "adaptive_k",
     "aggregate",
     "aggregation_of",
+    "clipped_surrogate",
     "component_stats",
     "dynamic_sampling",
     "dynamic_sampling_mask",
@@ -59,6 +74,9 @@ __all__ = [
     "normaliser_share",
     "overlong_penalty",
     "policy_loss",
+    "register_loss",
+    "sequence_ratio",
+    "token_ratio",
     "turn_advantages",
     "vector_advantages",
 ]

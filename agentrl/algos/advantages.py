@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from agentrl.registry import Registry
+from agentrl.types import TrajectoryGroup
 
 SCALES = ("std", "none")
 MODES = ("sum_then_normalize", "normalize_then_sum")
@@ -29,7 +30,9 @@ def _group_index(group_ids: Any, n: int) -> torch.Tensor:
     return torch.unique(group_ids, return_inverse=True)[1]
 
 
-def group_stats(x: torch.Tensor, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def group_stats(
+    x: torch.Tensor, index: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per-sample group mean, unbiased group std (0 for singleton groups) and group size."""
     g = int(index.max()) + 1 if index.numel() else 0
     count = torch.zeros(g, dtype=x.dtype).index_add_(0, index, torch.ones_like(x))  # (G,)
@@ -108,7 +111,10 @@ def vector_advantages(
 
 
 def component_stats(
-    components: dict[str, torch.Tensor], weights: dict[str, float], group_ids: Any, scale: str = "std"
+    components: dict[str, torch.Tensor],
+    weights: dict[str, float],
+    group_ids: Any,
+    scale: str = "std",
 ) -> dict[str, float]:
     """Per-component reward mean/std and advantage share (mean |w_k A_k| over all components)."""
     out: dict[str, float] = {}
@@ -118,7 +124,9 @@ def component_stats(
         out[f"reward/{k}_mean"] = float(v.mean())
         out[f"reward/{k}_std"] = float(v.std()) if v.numel() > 1 else 0.0
         w = weights.get(k, 0.0)
-        loud[k] = float((w * group_advantages(v, group_ids, scale=scale)).abs().mean()) if w else 0.0
+        loud[k] = (
+            float((w * group_advantages(v, group_ids, scale=scale)).abs().mean()) if w else 0.0
+        )
     total = sum(loud.values())
     for k, v in loud.items():
         out[f"adv_share/{k}"] = v / total if total > 0 else 0.0
@@ -127,20 +135,46 @@ def component_stats(
 
 @dataclass
 class TurnNode:
-    """A branching node of a rollout tree (see ``agentrl.rollout.turn_groups``).
+    """A branching node of a rollout tree, in ``(N, T)`` batch coordinates.
 
     Attributes:
         members: trajectory indices (rows) of the leaves below the node.
         children: for each member, which child of the node it descends from.
         rewards: for each member, its episode reward.
-        start: first loss slot (``(B, T)`` column) that belongs to the children: tokens before
-            it are the shared prefix and get no turn-level advantage from this node.
+        start: first ``(N, T)`` column that belongs to the children: columns before it are
+            the shared prefix and get no turn-level advantage from this node.
     """
 
     members: Sequence[int]
     children: Sequence[int]
     rewards: Sequence[float]
     start: int
+
+    @classmethod
+    def from_group(cls, group: TrajectoryGroup, rows: Sequence[int], offset: int = 0) -> TurnNode:
+        """From a ``level="turn"`` group of ``agentrl.rollout.turn_groups``.
+
+        Args:
+            group: the siblings below one node; ``metadata["child"]`` names each one's child
+                and ``prefix_length`` is the token position where the children start.
+            rows: the batch row of each trajectory of the group, in order.
+            offset: token position of batch column 0 (e.g. the prompt length when the batch
+                holds completions only); ``start = prefix_length - offset``.
+        """
+        if group.level != "turn":
+            raise ValueError(f"group: level must be 'turn', got {group.level!r}")
+        if len(rows) != len(group):
+            raise ValueError(f"rows: {len(rows)} rows for a group of {len(group)} trajectories")
+        children = group.metadata.get("child", list(range(len(group))))
+        return cls(
+            list(rows),
+            list(children),
+            [t.reward for t in group.trajectories],
+            group.prefix_length - offset,
+        )
+
+
+TURN_MODES = ("add", "replace")
 
 
 def turn_advantages(
@@ -150,28 +184,51 @@ def turn_advantages(
     weight: float = 1.0,
     scale: str = "std",
     eps: float = 1e-6,
+    mode: str = "add",
 ) -> torch.Tensor:
-    """Turn-level credit for tree rollouts, composed additively with the episode level.
+    """Turn-level credit for tree rollouts: ``(N, num_slots)`` per-token advantages.
 
     At each node the siblings form the group: a child's value is the mean reward of the
-    leaves below it; children get group-relative advantages among themselves. A trajectory's
-    slots from ``node.start`` on receive ``weight * A_child``; before it (the shared prefix)
-    they receive nothing from that node. The result is ``episode_adv[:, None] + sum_nodes``,
-    ``(N, num_slots)``: tokens after a good decision are reinforced beyond the episode outcome.
+    leaves below it, and the children get group-relative advantages ``A_child`` among
+    themselves (``group_advantages`` with ``scale``/``eps``). A trajectory's columns from
+    ``node.start`` on receive that node's ``weight * A_child``; the shared prefix before it
+    gets nothing from that node.
+
+    ``mode="add"`` (default): ``A_it = A_i + sum over nodes above i with start <= t of
+    weight * A_child``; tokens after a good decision are reinforced beyond the episode
+    outcome. ``mode="replace"``: after a node, the deepest node's ``weight * A_child``
+    replaces the episode-level advantage (nodes apply in order of ``start``).
     """
+    if mode not in TURN_MODES:
+        raise ValueError(f"mode: must be one of {', '.join(TURN_MODES)}, got {mode!r}")
     out = episode_adv.detach().double().unsqueeze(-1).repeat(1, num_slots)  # (N, T)
-    for node in nodes:
-        children = torch.as_tensor(list(node.children))
-        rewards = torch.as_tensor(list(node.rewards), dtype=torch.float64)
-        uniq, inv = torch.unique(children, return_inverse=True)
-        value = torch.zeros(len(uniq), dtype=torch.float64).index_add_(0, inv, rewards)
-        value = value / torch.zeros(len(uniq), dtype=torch.float64).index_add_(0, inv, torch.ones_like(rewards))
-        child_adv = group_advantages(value, torch.zeros(len(uniq), dtype=torch.long), scale=scale, eps=eps)
-        for row, c in zip(node.members, inv.tolist()):
-            out[row, node.start :] += weight * child_adv[c]
+    for node in sorted(nodes, key=lambda nd: nd.start):
+        if not 0 <= node.start <= num_slots:
+            raise ValueError(f"start: {node.start} outside 0..num_slots={num_slots}")
+        rewards = torch.as_tensor(list(node.rewards), dtype=torch.float64)  # (n,)
+        child = torch.unique(torch.as_tensor(list(node.children)), return_inverse=True)[1]  # (n,)
+        mean, _, _ = group_stats(rewards, child)  # (n,) each member's child value
+        value = torch.zeros(int(child.max()) + 1, dtype=torch.float64).index_put_((child,), mean)
+        child_adv = group_advantages(value, torch.zeros(len(value), dtype=torch.long), scale, eps)
+        for row, c in zip(node.members, child.tolist(), strict=True):
+            if mode == "add":
+                out[row, node.start :] += weight * child_adv[c]
+            else:
+                out[row, node.start :] = weight * child_adv[c]
     return out
 
 
+# One signature: (rewards (N,), group_ids (N,), eps) -> advantages (N,)
 ADVANTAGES: Registry = Registry("advantage estimator")
-ADVANTAGES.register("grpo", lambda r, g, eps=1e-6: group_advantages(r, g, "std", eps))
-ADVANTAGES.register("dr_grpo", lambda r, g, eps=1e-6: group_advantages(r, g, "none", eps))
+
+
+@ADVANTAGES.register("grpo")
+def grpo_advantages(rewards: torch.Tensor, group_ids: Any, eps: float = 1e-6) -> torch.Tensor:
+    """GRPO (arXiv 2402.03300, sec. 4.1.2): ``(r - mean_g) / (std_g + eps)``."""
+    return group_advantages(rewards, group_ids, "std", eps)
+
+
+@ADVANTAGES.register("dr_grpo")
+def dr_grpo_advantages(rewards: torch.Tensor, group_ids: Any, eps: float = 1e-6) -> torch.Tensor:
+    """Dr. GRPO (arXiv 2503.20783, sec. 3.1): ``r - mean_g``, no std scaling."""
+    return group_advantages(rewards, group_ids, "none", eps)

@@ -46,7 +46,9 @@ def aggregate(
         return (loss * m).sum() / lengths.sum().clamp(min=1)
     if agg == "constant":
         if max_tokens is None or max_tokens <= 0:
-            raise ValueError("max_tokens: the 'constant' aggregation (Dr. GRPO) needs max_tokens > 0")
+            raise ValueError(
+                "max_tokens: the 'constant' aggregation (Dr. GRPO) needs max_tokens > 0"
+            )
         return (loss * m).sum() / (loss.shape[0] * max_tokens)
     per_seq = (loss * m).sum(-1)  # (B,) token sums
     if agg == "seq_mean_token_mean" or sequence_level:

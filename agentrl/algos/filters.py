@@ -38,24 +38,27 @@ def dynamic_sampling_mask(
     return (hi - lo > tol)[index]
 
 
-def dynamic_sampling(groups: list[TrajectoryGroup], tol: float = 0.0) -> tuple[list[TrajectoryGroup], int]:
+def dynamic_sampling(
+    groups: list[TrajectoryGroup], tol: float = 0.0
+) -> tuple[list[TrajectoryGroup], int]:
     """Keep the groups whose trajectories' rewards differ; return them and how many were dropped."""
     kept = [g for g in groups if len(g) > 1 and max(g.rewards) - min(g.rewards) > tol]
     return kept, len(groups) - len(kept)
 
 
 def overlong_penalty(lengths: torch.Tensor, max_length: int, cache: int) -> torch.Tensor:
-    """DAPO's soft overlong punishment ``(N,)``, to add as a reward component.
+    """DAPO's soft overlong punishment ``(N,)`` (arXiv 2503.14476, eq. 13), a reward component.
 
     ``0`` if ``L <= L_max - L_cache``; ``((L_max - L_cache) - L) / L_cache`` inside the cache
     window; ``-1`` beyond ``L_max``.
     """
     if cache <= 0 or cache > max_length:
         raise ValueError(f"cache: must be in 1..max_length={max_length}, got {cache}")
-    L = torch.as_tensor(lengths).double()
-    soft = max_length - cache
-    window = (soft - L) / cache
-    return torch.where(L <= soft, torch.zeros_like(L), torch.where(L <= max_length, window, -torch.ones_like(L)))
+    n = torch.as_tensor(lengths).double()  # (N,) |y|
+    soft = max_length - cache  # L_max - L_cache
+    window = (soft - n) / cache  # (N,) inside the cache window
+    inside = torch.where(n <= max_length, window, -torch.ones_like(n))  # (N,)
+    return torch.where(n <= soft, torch.zeros_like(n), inside)  # (N,)
 
 
 def mask_truncated(mask: torch.Tensor, truncated: torch.Tensor) -> torch.Tensor:
@@ -69,7 +72,9 @@ def _check_k(k: int | torch.Tensor, sizes: torch.Tensor) -> torch.Tensor:
     kk = torch.as_tensor(k, dtype=torch.long)
     kk = kk.expand_as(sizes) if kk.dim() == 0 else kk
     if kk.shape != sizes.shape:
-        raise ValueError(f"k: a per-sample tensor must have shape {tuple(sizes.shape)}, got {tuple(kk.shape)}")
+        raise ValueError(
+            f"k: a per-sample tensor must have shape {tuple(sizes.shape)}, got {tuple(kk.shape)}"
+        )
     if (kk < 1).any():
         raise ValueError(f"k: must be >= 1, got {int(kk.min())}")
     if (kk > sizes).any():
@@ -85,7 +90,7 @@ def gfpo_keep(
     k: int | torch.Tensor,
     metric: str = "length",
 ) -> torch.Tensor:
-    """``(N,)`` bool: the k best samples of each group (GFPO, arXiv 2508.09726 alg. 1).
+    """``(N,)`` bool: the k best samples of each group (GFPO, arXiv 2508.09726).
 
     ``metric="length"`` keeps the k shortest; ``"token_efficiency"`` the k highest
     ``reward / length``. Ties go to the lower index (deterministic). ``k`` may be an int or an
@@ -123,7 +128,8 @@ def gfpo_advantages(
     scale: str = "std",
     eps: float = 1e-6,
 ) -> torch.Tensor:
-    """GFPO advantages ``(N,)``: group-relative within the kept set, exactly 0 for the rest."""
+    """GFPO advantages ``(N,)``: ``(R_i - mean_S) / (std_S + eps)`` over the kept set ``S`` of each
+    group, exactly 0 for the rest (arXiv 2508.09726)."""
     keep = gfpo_keep(rewards, lengths, group_ids, k, metric)
     rewards = torch.as_tensor(rewards).double()
     index = _group_index(group_ids, rewards.shape[0])
@@ -132,7 +138,9 @@ def gfpo_advantages(
     return out
 
 
-def adaptive_k(rewards: torch.Tensor, group_ids: Any, k_levels: tuple[int, ...] = (4, 6, 8)) -> torch.Tensor:
+def adaptive_k(
+    rewards: torch.Tensor, group_ids: Any, k_levels: tuple[int, ...] = (4, 6, 8)
+) -> torch.Tensor:
     """Adaptive-difficulty GFPO: per-sample k from its group's mean reward (easy -> small k).
 
     Groups are ranked by mean reward and split into ``len(k_levels)`` equal buckets; the

@@ -42,5 +42,7 @@ def kl_penalty(logp: torch.Tensor, ref_logp: torch.Tensor, estimator: str = "k3"
             (exp(ref - logp) - (ref - logp) - 1).
     """
     if logp.shape != ref_logp.shape:
-        raise ValueError(f"ref_logp: shape {tuple(ref_logp.shape)} != logp shape {tuple(logp.shape)}")
+        raise ValueError(
+            f"ref_logp: shape {tuple(ref_logp.shape)} != logp shape {tuple(logp.shape)}"
+        )
     return KL_ESTIMATORS.get(estimator)(logp, ref_logp)
