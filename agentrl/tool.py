@@ -42,6 +42,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 from agentrl.registry import Registry, UnknownNameError
 from agentrl.toolcall import (
     ParsedCalls,
+    format_tool_call,
     parse_tool_calls,
     supports_native_tools,
     tools_system_prompt,
@@ -56,6 +57,7 @@ __all__ = [
     "ToolResult",
     "acall_tool",
     "call_tool",
+    "format_tool_call",
     "get_tool",
     "parse_tool_calls",
     "supports_native_tools",

