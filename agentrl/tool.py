@@ -334,7 +334,7 @@ def _parse_docstring(doc: str) -> tuple[str, dict[str, str]]:
     lines = doc.splitlines()
     sections = re.compile(r"^(Args|Arguments|Returns|Raises|Yields|Example|Examples|Note):\s*$")
     cut = next((i for i, ln in enumerate(lines) if sections.match(ln.strip())), len(lines))
-    summary = "\n".join(lines[:cut]).strip()
+    summary = re.sub(r"(?<!\n)\n(?!\n)", " ", "\n".join(lines[:cut]).strip())  # unwrap lines
     args: dict[str, str] = {}
     start = next((i for i, ln in enumerate(lines) if ln.strip() in ("Args:", "Arguments:")), None)
     if start is not None:

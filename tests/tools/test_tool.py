@@ -14,7 +14,8 @@ from agentrl.tool import TOOLS, Tool, ToolError, ToolResult, acall_tool, call_to
 def add(a: int, b: int = 1) -> int:
     """Add two integers.
 
-    Longer explanation that is still part of the description.
+    Longer explanation that is
+    still part of the description.
 
     Args:
         a: The first summand.
@@ -67,7 +68,7 @@ def test_schema_is_openai_function_format_from_hints_and_docstring():
     assert s["type"] == "function"
     f = s["function"]
     assert f["name"] == "add"
-    assert f["description"] == "Add two integers.\n\nLonger explanation that is still part of the description."
+    assert f["description"] == "Add two integers.\n\nLonger explanation that is still part of the description."  # lines unwrapped
     assert f["parameters"]["type"] == "object" and f["parameters"]["required"] == ["a"]
     assert f["parameters"]["properties"]["a"] == {"type": "integer", "description": "The first summand.", "examples": [2]}
     assert f["parameters"]["properties"]["b"]["description"] == "The second summand, described on two lines."
