@@ -6,7 +6,10 @@ Order of operations (each an explicit, documented choice):
   3. per-component advantages (``vector_advantages``) are computed within the kept set;
      the rest get advantage 0 and no loss;
   4. DAPO overlong filtering (``filters.mask_truncated``) removes truncated episodes from the
-     loss (they still count in their group's statistics).
+     loss (they still count in their group's statistics);
+  5. tree rollouts: the siblings at each branching node form a turn-level group and the tokens
+     after the node get ``algo.turn_advantage_weight`` times that node's advantage, added to the
+     episode-level one (``turn_advantages``): the advantages become ``(N, T)``.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from agentrl.algos import TurnNode, turn_advantages
 from agentrl.types import Trajectory, TrajectoryGroup
 
 if TYPE_CHECKING:
@@ -25,7 +29,7 @@ if TYPE_CHECKING:
 @dataclass
 class AdvantageResult:
     trajectories: list[Trajectory]
-    advantages: torch.Tensor  # (N,)
+    advantages: torch.Tensor  # (N,) or (N, T) with turn-level credit
     drop: list[bool]  # True: no loss for this row
     metrics: dict[str, float] = field(default_factory=dict)
 
@@ -40,7 +44,7 @@ def _component_tensors(trajs: list[Trajectory]) -> dict[str, torch.Tensor]:
 
 def compute_advantages(groups: list[TrajectoryGroup], cfg: TrainConfig) -> AdvantageResult:
     """Episode-level advantages for root groups (see the module docstring for the order)."""
-    from agentrl.algos import gfpo_keep, vector_advantages
+    from agentrl.algos import component_stats, gfpo_keep, vector_advantages
 
     roots = [g for g in groups if g.level == "episode"]
     trajs = [t for g in roots for t in g.trajectories]
@@ -68,23 +72,33 @@ def compute_advantages(groups: list[TrajectoryGroup], cfg: TrainConfig) -> Advan
             {k: v[idx] for k, v in comps.items()}, weights, gid[idx],
             mode=cfg.algo.advantage_mode, scale=cfg.algo.advantage_scale,
         ).to(torch.float64)
-        for k, v in comps.items():
-            metrics[f"adv_share/{k}"] = _advantage_share(v[idx], weights.get(k, 0.0), gid[idx], cfg)
+        stats = component_stats({k: v[idx] for k, v in comps.items()}, weights, gid[idx],
+                                scale=cfg.algo.advantage_scale)
+        metrics.update({k: v for k, v in stats.items() if k.startswith("adv_share/")})
     drop = [not bool(keep[i]) for i in range(n)]
     if cfg.filters.mask_truncated:
         drop = [d or t.status == "truncated" for d, t in zip(drop, trajs)]
         metrics["filter/truncated_masked"] = float(sum(t.status == "truncated" for t in trajs))
     metrics["adv/abs_mean"] = float(adv.abs().mean()) if n else 0.0
     metrics["adv/nonzero_frac"] = float((adv != 0).double().mean()) if n else 0.0
+    nodes = _turn_nodes(roots, trajs)
+    if nodes and cfg.algo.turn_advantage_weight > 0:
+        slots = max(len(t.token_ids) for t in trajs) - 1
+        adv = turn_advantages(adv, slots, nodes, weight=cfg.algo.turn_advantage_weight,
+                              scale=cfg.algo.advantage_scale)  # (N, T)
+        metrics["adv/turn_nodes"] = float(len(nodes))
     return AdvantageResult(trajs, adv.float(), drop, metrics)
 
 
-def _advantage_share(values: torch.Tensor, weight: float, gid: torch.Tensor, cfg: TrainConfig) -> float:
-    """Mean |advantage| this component alone would contribute (its weight times its
-    group-normalised value): how loud it is next to the others."""
-    from agentrl.algos import group_advantages
+def _turn_nodes(roots: list[TrajectoryGroup], trajs: list[Trajectory]) -> list[TurnNode]:
+    """Branching nodes of tree rollouts in batch coordinates (slot = token position - 1)."""
+    from agentrl.rollout import turn_groups
 
-    if weight == 0.0:
-        return 0.0
-    a = group_advantages(values, gid, scale=cfg.algo.advantage_scale)
-    return float((weight * a).abs().mean())
+    row_of = {id(t): i for i, t in enumerate(trajs)}
+    nodes = []
+    for group in roots:
+        for node in turn_groups(group):
+            if len(node) > 1 and all(id(t) in row_of for t in node.trajectories):
+                rows = [row_of[id(t)] for t in node.trajectories]
+                nodes.append(TurnNode.from_group(node, rows, offset=1))
+    return nodes

@@ -114,6 +114,9 @@ class TrainSection(_Section):
     )
     warmup_steps: int = Field(default=0, ge=0, description="Linear warm-up steps.")
     micro_batch_size: int = Field(default=8, ge=1, description="Trajectories per forward pass.")
+    updates_per_batch: int = Field(
+        default=1, ge=1, description="Optimizer steps per rollout batch (PPO epochs; >1: the clip acts)."
+    )
     mode: Literal["sync", "async"] = Field(
         default="sync", description="async = one-step-off: generate step n+1 while training n."
     )

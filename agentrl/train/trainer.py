@@ -198,6 +198,28 @@ class Trainer:
         return kw
 
     def train_on(self, batch: Batch) -> dict[str, float]:
+        """``train.updates_per_batch`` clipped AdamW steps on one rollout batch.
+
+        With one update the ratio is 1 and ``old_logp = sg(logp)`` costs nothing; with several
+        (PPO-style epochs) the old log-probs are computed once before the first update, so the
+        ratio and its clip act from the second update on.
+        """
+        mbs = self.cfg.train.micro_batch_size
+        micro = [mb for mb in (batch.select(slice(i, i + mbs)) for i in range(0, len(batch), mbs))
+                 if mb.num_tokens > 0]
+        old: list[torch.Tensor | None] = [None] * len(micro)
+        if self.cfg.train.updates_per_batch > 1:
+            with torch.no_grad():
+                old = [token_logprobs(self.model, mb)[0] for mb in micro]
+        self.model.train()
+        out: dict[str, float] = {}
+        for _ in range(self.cfg.train.updates_per_batch):
+            out = self._accumulate_and_step(batch, micro, old)
+        self.scheduler.step()
+        self.model.eval()
+        return {**out, "lr": self.scheduler.get_last_lr()[0], "tokens": float(batch.num_tokens)}
+
+    def _accumulate_and_step(self, batch: Batch, micro: list[Batch], old: list[Any]) -> dict[str, float]:
         """Gradient accumulation over micro-batches, then one clipped AdamW step.
 
         Each micro-batch loss is weighted by its share of the batch's normaliser (tokens for
@@ -205,17 +227,12 @@ class Trainer:
         """
         from agentrl.algos import aggregation_of, normaliser_share, policy_loss
 
-        self.model.train()
         overrides = self._loss_overrides()
         agg = aggregation_of(self.cfg.algo.name, overrides.get("agg"))
         total_tokens = max(batch.num_tokens, 1)
-        mbs = self.cfg.train.micro_batch_size
         sums: dict[str, float] = {}
         self.optimizer.zero_grad(set_to_none=True)
-        for start in range(0, len(batch), mbs):
-            mb = batch.select(slice(start, start + mbs))
-            if mb.num_tokens == 0:
-                continue
+        for mb, old_logp in zip(micro, old):
             logp, entropy = token_logprobs(self.model, mb, with_entropy=True)  # (b, T)
             extra: dict[str, Any] = {}
             if self.ref_model is not None:
@@ -223,7 +240,8 @@ class Trainer:
                     extra["ref_logp"], _ = token_logprobs(self.ref_model, mb)
             if "tis_cap" in overrides:
                 extra["rollout_logp"] = mb.rollout_logp
-            out = policy_loss(self.cfg.algo.name, logp, logp.detach(), mb.advantages, mb.mask,
+            old_logp = logp.detach() if old_logp is None else old_logp
+            out = policy_loss(self.cfg.algo.name, logp, old_logp, mb.advantages, mb.mask,
                               **overrides, **extra)
             share = normaliser_share(mb.mask, batch.mask, agg)
             (out.loss * share).backward()
@@ -235,10 +253,7 @@ class Trainer:
         params = [p for p in self.model.parameters() if p.requires_grad]
         grad_norm = torch.nn.utils.clip_grad_norm_(params, self.cfg.train.grad_clip)
         self.optimizer.step()
-        self.scheduler.step()
-        self.model.eval()
-        return {**sums, "grad_norm": float(grad_norm), "lr": self.scheduler.get_last_lr()[0],
-                "tokens": float(batch.num_tokens)}
+        return {**sums, "grad_norm": float(grad_norm)}
 
     def _step_metrics(self, step: int, groups: list[TrajectoryGroup], adv: AdvantageResult) -> dict[str, float]:
         trajs = [t for g in groups for t in g.trajectories]

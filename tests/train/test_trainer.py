@@ -164,3 +164,40 @@ def test_async_one_step_off_trains_and_records_staleness(tmp_path, tiny):
     assert max(r["staleness_max"] for r in steps) == 1.0
     assert all(r["staleness_max"] <= 1.0 for r in steps)
     assert summary["eval_after"]["eval/success_rate"] >= 0.9
+
+
+def test_tree_rollouts_give_turn_level_token_advantages(tmp_path, tiny):
+    from agentrl.train.advantages import compute_advantages
+
+    cfg = load_config(None, ["model=tiny-random", f"out_dir={tmp_path}", "rollout.branching=tree",
+                             "rollout.group_size=4", "rollout.tasks_per_step=2", "rollout.max_turns=3",
+                             "rollout.max_new_tokens=4", "env.kwargs={low: 1, high: 6, max_turns: 3}"])
+    trainer = Trainer(cfg, model=tiny[0], tokenizer=tiny[1], console=Console(quiet=True))
+    groups, _ = trainer_run(trainer)
+    adv = compute_advantages(groups, cfg)
+    assert adv.advantages.dim() == 2 and adv.metrics["adv/turn_nodes"] >= 1
+    # siblings share their prefix: before the first branch point every row carries only its
+    # episode-level advantage, constant along the prefix
+    for i, t in enumerate(adv.trajectories):
+        first = t.branch_points[0] if t.branch_points else len(t.token_ids)
+        row = adv.advantages[i, : max(first - 1, 1)]
+        assert torch.allclose(row, row[0].expand_as(row))
+    batch = collate(adv.trajectories, adv.advantages, tiny[1].pad_token_id, adv.drop)
+    assert trainer.train_on(batch)["tokens"] > 0
+
+
+def trainer_run(trainer):
+    import asyncio
+
+    return asyncio.run(trainer.rollout(0))
+
+
+def test_several_updates_per_batch_make_the_clip_act(tmp_path, tiny):
+    _, tok = tiny
+    cfg = load_config(None, ["model=tiny-random", f"out_dir={tmp_path}", "algo.name=grpo",
+                             "train.updates_per_batch=4", "train.lr=0.05", "train.micro_batch_size=3"])
+    trainer = Trainer(cfg, model=_peaked_tiny(tok), tokenizer=tok, console=Console(quiet=True))
+    m = trainer.train_on(_fixed_batch(tok))
+    # after three large steps on the same batch the ratio left [0.8, 1.2] for some tokens
+    assert m["algo/ratio_max"] > 1.2 or m["algo/ratio_min"] < 0.8
+    assert m["algo/clip_frac_low"] + m["algo/clip_frac_high"] > 0
