@@ -205,8 +205,17 @@ def _add_info_routes(app: FastAPI, state: _State) -> None:
 def _start(state: _State, request: Request, body: RolloutRequest,
            work: Callable[[RolloutManager, asyncio.Queue[Any]], Awaitable[None]]) -> _Run:
     """Validate what pydantic could not, take a slot (or answer 429) and start the run."""
-    config = merge_config(state.default_config, body.config)
-    check_tasks(body.tasks)
+    errors: list[Any] = []
+    try:
+        config = merge_config(state.default_config, body.config)
+    except RequestValidationError as e:
+        errors += e.errors()
+    try:
+        check_tasks(body.tasks)
+    except RequestValidationError as e:
+        errors += e.errors()
+    if errors:  # every problem of the request in one answer
+        raise RequestValidationError(errors)
     if not state.slots.acquire(blocking=False):
         state.requests["rejected"] += 1
         raise HTTPException(

@@ -123,6 +123,8 @@ BAD_REQUESTS = {
     "repeated-group-id": ([{"env_id": GUESS, "group_id": "a"}, {"env_id": GUESS, "group_id": "a"}],
                           {}, ["body.tasks.1.group_id", "must be distinct"]),
     "no-tasks": ([], {}, ["body.tasks", "at least 1"]),
+    "all-problems-at-once": ([{"env_id": "agentrl/Nope-v0"}], {"top_p": 2},
+                             ["body.tasks.0.env_id", "body.config.top_p", "less than or equal to 1"]),
 }
 
 
