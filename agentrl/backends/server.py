@@ -43,6 +43,7 @@ __all__ = [
     "ServerProcess",
     "free_port",
     "is_tied",
+    "port_in_use",
     "save_untied",
     "untied_copy",
 ]
@@ -59,6 +60,13 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
+def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
+    """True when something already listens on ``host:port``."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.settimeout(1.0)
+        return s.connect_ex((host, port)) == 0
+
+
 class ServerProcess:
     """A server command run in its own process group, usable as a context manager.
 
@@ -69,6 +77,8 @@ class ServerProcess:
         startup_timeout: seconds to wait for ``ready_url``.
         log_path: where stdout and stderr go (default: a fresh temporary file).
         name: a label for messages.
+        port: the port the server will listen on; :meth:`start` refuses a port already in use
+            (its readiness URL would reach the other server).
     """
 
     def __init__(
@@ -80,6 +90,7 @@ class ServerProcess:
         startup_timeout: float = 300.0,
         log_path: str | Path | None = None,
         name: str = "server",
+        port: int | None = None,
     ) -> None:
         if startup_timeout <= 0:
             raise ValueError(f"startup_timeout must be > 0 seconds, got {startup_timeout}")
@@ -88,6 +99,7 @@ class ServerProcess:
         self.env = dict(env or {})
         self.startup_timeout = startup_timeout
         self.name = name
+        self.port = port
         if log_path is None:
             fd, tmp = tempfile.mkstemp(prefix=f"agentrl-{name}-", suffix=".log")
             os.close(fd)
@@ -100,6 +112,9 @@ class ServerProcess:
         """Start the command and block until ``ready_url`` answers (or raise ServerError)."""
         if self.proc is not None:
             raise ServerError(f"{self.name} already started (pid {self.proc.pid})")
+        if self.port is not None and port_in_use(self.port):
+            raise ServerError(f"{self.name}: port {self.port} is already in use on loopback; "
+                              f"pick another port (or port=None for a free one)")
         t0 = time.monotonic()
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(

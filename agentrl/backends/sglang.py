@@ -55,15 +55,15 @@ class SGLangServer(ServerProcess):
         self.model_dir = Path(model_dir)
         if not (self.model_dir / "config.json").is_file():
             raise FileNotFoundError(f"model_dir: no config.json in {self.model_dir}")
-        self.port = port or free_port(host)
-        self.url = f"http://{host}:{self.port}"
+        port = port or free_port(host)
+        self.url = f"http://{host}:{port}"
         argv = [str(python or sglang_python()), "-m", "sglang.launch_server",
-                "--model-path", str(self.model_dir), "--host", host, "--port", str(self.port),
+                "--model-path", str(self.model_dir), "--host", host, "--port", str(port),
                 "--mem-fraction-static", str(mem_fraction), *extra_args]
         env = {"SGLANG_RETURN_ORIGINAL_LOGPROB": "1", "RETURN_ORIGINAL_LOGPROB": "1",
                "HF_HUB_OFFLINE": "1"}
         super().__init__(argv, f"{self.url}/health", env=env, startup_timeout=startup_timeout,
-                         log_path=log_path, name="sglang")
+                         log_path=log_path, name="sglang", port=port)
 
 
 class SGLangBackend:

@@ -113,15 +113,15 @@ class VLLMServer(ServerProcess):
         self.model_dir = Path(model_dir) if model_dir is not None else embedded_untied_dir()
         if not (self.model_dir / "config.json").is_file():
             raise FileNotFoundError(f"model_dir: no config.json in {self.model_dir}")
-        self.port = port or free_port(host)
-        self.url = f"http://{host}:{self.port}"
+        port = port or free_port(host)
+        self.url = f"http://{host}:{port}"
         argv = [str(python or vllm_python()), "-m", "vllm.entrypoints.openai.api_server",
                 "--model", str(self.model_dir), "--enforce-eager", "--dtype", "float32",
-                "--host", host, "--port", str(self.port), *extra_args]
+                "--host", host, "--port", str(port), *extra_args]
         env = {"VLLM_CPU_KVCACHE_SPACE": f"{kv_cache_gb:g}", "VLLM_CPU_OMP_THREADS_BIND": threads,
                "VLLM_SERVER_DEV_MODE": "1", "HF_HUB_OFFLINE": "1"}
         super().__init__(argv, f"{self.url}/health", env=env, startup_timeout=startup_timeout,
-                         log_path=log_path, name="vllm")
+                         log_path=log_path, name="vllm", port=port)
 
 
 # ----------------------------------------------------------------------------- backend

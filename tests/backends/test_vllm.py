@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -173,6 +174,20 @@ def test_server_process_starts_a_real_server_and_stops_its_group(tmp_path):
     assert proc is not None and proc.poll() is not None and not server.alive()
 
 
+def test_server_process_refuses_a_port_in_use():
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        server = ServerProcess([sys.executable, "-c", "pass"], f"http://127.0.0.1:{port}/health",
+                               port=port, name="vllm")
+        with pytest.raises(ServerError, match=f"vllm: port {port} is already in use on loopback"):
+            server.start()
+    assert server.proc is None
+
+
 def test_server_process_that_dies_reports_its_log(tmp_path):
     code = "import sys; print('vllm said: no KV cache space'); sys.exit(3)"
     server = ServerProcess([sys.executable, "-c", code], f"http://127.0.0.1:{free_port()}/health",
@@ -227,7 +242,13 @@ TOL = 2e-3  # max |vLLM logprob - transformers logprob| (float32 on CPU, differe
 
 @pytest.fixture(scope="module")
 def served():
-    """A backend that started its own vLLM server on the untied embedded model (module-wide)."""
+    """A backend that started its own vLLM server on the untied embedded model (module-wide),
+    or one on ``$AGENTRL_VLLM_URL`` (a running ``make vllm`` server) when that is set."""
+    if url := os.environ.get("AGENTRL_VLLM_URL"):
+        backend = VLLMBackend(url)
+        yield backend
+        asyncio.run(backend.close())
+        return
     if reason := _vllm_missing():
         pytest.skip(f"vLLM venv missing: {reason}")
     backend = VLLMBackend(server_options={"startup_timeout": 600})
@@ -243,7 +264,8 @@ def reference(served):
     """transformers' copy of the served (untied) folder."""
     from agentrl.models import load_model
 
-    model, tok = load_model(str(served.model_dir))
+    model_dir = asyncio.run(served._served_dir())
+    model, tok = load_model(str(model_dir))
     assert model.lm_head.weight.data_ptr() != model.model.embed_tokens.weight.data_ptr()
     return model, tok
 
@@ -380,17 +402,18 @@ def test_weight_updates_match_transformers_head_and_embeddings_separately(served
 
 
 @pytest.mark.vllm
-def test_generations_during_an_update_report_the_weights_they_used(served, reference):
+def test_generations_during_an_update_report_the_weights_they_used(served, reference, tmp_path):
     model, tok = reference
     prompt = _prompt(tok, "Count to five.")
     new = _perturbed(model, "lm_head.weight", seed=4)
+    folder = save_untied(new.state_dict(), tmp_path / "new", asyncio.run(served._served_dir()))
 
     async def go():
         params = [SamplingParams(max_new_tokens=12, seed=i) for i in range(6)]
         before = [asyncio.create_task(served.generate(prompt, p)) for p in params[:3]]
-        await asyncio.sleep(0.05)
-        update = asyncio.create_task(served.update_weights(new.state_dict(), version=5))
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0.05)  # running: the update waits for them
+        update = asyncio.create_task(served.update_weights(folder, version=5))
+        await asyncio.sleep(0.05)  # the update holds the gate: these wait for the new weights
         after = [asyncio.create_task(served.generate(prompt, p)) for p in params[3:]]
         gens = await asyncio.gather(*before, update, *after)
         await served.update_weights(served.model_dir, version=0)
