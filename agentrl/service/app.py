@@ -108,6 +108,7 @@ class _Run:
             log.exception("rollout request failed")
             error = f"{type(e).__name__}: {e}"
         finally:
+            self._finished(None)  # free the slot before the client can see the end
             self.queue.put_nowait(_End(error))
 
     def summary(self, end: _End) -> dict[str, Any]:
@@ -125,7 +126,8 @@ class _Run:
             self.state.requests["disconnected"] += 1
             self.task.cancel()
 
-    def _finished(self, _: asyncio.Future[None]) -> None:
+    def _finished(self, _: asyncio.Future[None] | None) -> None:
+        """Release the slot and add the counters, once (also when cancelled before starting)."""
         self.watcher.cancel()
         if self in self.state.runs:
             self.state.runs.discard(self)

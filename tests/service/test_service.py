@@ -168,8 +168,9 @@ def test_busy_server_answers_429_then_serves_again(live_server, gates):
             with pytest.raises(ServiceBusyError) as info:
                 await client.collect([{"env_id": GUESS}])
             gates.open("busy")
+            done = await first
             again = await client.collect([{"env_id": GUESS, "group_size": 1}])
-            return info.value, await first, again, await client.health()
+            return info.value, done, again, await client.health()
 
     busy, first, again, health = run(main())
     assert busy.status == 429
