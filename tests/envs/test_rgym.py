@@ -1,13 +1,18 @@
 from __future__ import annotations
 
+import importlib.util
+import subprocess
+import sys
+
 import gymnasium
 import pytest
-
-pytest.importorskip("reasoning_gym")
-
 from agentrl.envs.rgym import ReasoningGym, answer_candidates
 
 import agentrl
+
+needs_rg = pytest.mark.skipif(
+    importlib.util.find_spec("reasoning_gym") is None, reason="pip install 'agentrl[reasoning]'"
+)
 
 EASY = ["basic_arithmetic", "chain_sum", "letter_counting", "spell_backward", "leg_counting"]
 
@@ -17,6 +22,7 @@ def arith():
     return agentrl.make("agentrl/ReasoningGym-v0", dataset="basic_arithmetic")
 
 
+@needs_rg
 @pytest.mark.parametrize("dataset", EASY)
 def test_scripted_policy_reaches_the_maximum_reward(dataset):
     env = agentrl.make("agentrl/ReasoningGym-v0", dataset=dataset, size=200)
@@ -27,6 +33,7 @@ def test_scripted_policy_reaches_the_maximum_reward(dataset):
         assert r == pytest.approx(1.0 - 0.02)  # correct 1 + format 0 - one turn
 
 
+@needs_rg
 def test_gymnasium_make_with_dataset_and_seeds_select_items(arith):
     env = gymnasium.make("agentrl/ReasoningGym-v0", dataset="chain_sum").unwrapped
     q0, _ = env.reset(seed=0)
@@ -38,6 +45,7 @@ def test_gymnasium_make_with_dataset_and_seeds_select_items(arith):
     )
 
 
+@needs_rg
 def test_wrong_answer_gets_feedback_and_a_retry(arith):
     arith.reset(seed=1)
     gold = arith.entry["answer"]
@@ -56,6 +64,7 @@ def test_wrong_answer_gets_feedback_and_a_retry(arith):
     assert info["reward_components"]["correct"] == 1.0
 
 
+@needs_rg
 def test_last_attempt_reveals_the_answer_and_truncates():
     env = agentrl.make("agentrl/ReasoningGym-v0", max_turns=2)
     env.reset(seed=2)
@@ -66,6 +75,7 @@ def test_last_attempt_reveals_the_answer_and_truncates():
     assert info["reward_components"]["format"] == pytest.approx(-0.5 / 2)
 
 
+@needs_rg
 def test_single_turn_mode():
     env = agentrl.make("agentrl/ReasoningGym-v0", dataset="chain_sum", max_turns=1)
     env.reset(seed=0)
@@ -73,6 +83,7 @@ def test_single_turn_mode():
     assert trunc and not term
 
 
+@needs_rg
 def test_partial_scores_count_once():
     env = agentrl.make("agentrl/ReasoningGym-v0", dataset="spell_backward", max_turns=4)
     env.reset(seed=0)
@@ -95,6 +106,7 @@ def test_answer_candidates():
     assert answer_candidates("   ") == ([], 0.0)
 
 
+@needs_rg
 def test_bad_arguments():
     with pytest.raises(
         ValueError, match=r"dataset: unknown reasoning-gym dataset 'nope'; valid: .*chain_sum"
@@ -107,3 +119,37 @@ def test_bad_arguments():
     env = ReasoningGym(size=10)
     with pytest.raises(ValueError, match=r"options\['index'\] must be an integer in \[0, 10\)"):
         env.reset(seed=0, options={"index": 10})
+
+
+_WITHOUT_PACKAGES = """
+import importlib.util
+real = importlib.util.find_spec
+hidden = ("reasoning_gym", "textarena")
+importlib.util.find_spec = lambda name, *a: None if name in hidden else real(name, *a)
+import agentrl
+from agentrl.envs.rgym import ReasoningGym
+from agentrl.envs.textarena_env import TextArena
+print(sorted(set(agentrl.env_ids()) & {"agentrl/ReasoningGym-v0", "agentrl/TextArena-v0"}))
+for cls in (ReasoningGym, TextArena):
+    try:
+        cls()
+    except ImportError as e:
+        print(e)
+"""
+
+
+def test_adapters_without_their_packages_are_not_registered_and_say_how_to_install():
+    out = subprocess.run(
+        [sys.executable, "-c", _WITHOUT_PACKAGES],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout.splitlines()
+    assert out == [
+        "[]",
+        "ReasoningGym needs the reasoning-gym package: pip install 'agentrl[reasoning]'  "
+        "(or: pip install reasoning-gym)",
+        "TextArena needs the textarena package: pip install 'agentrl[textarena]'  "
+        "(or: pip install textarena)",
+    ]
