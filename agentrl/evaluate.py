@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from agentrl.types import Trajectory
+from agentrl.types import SUCCESS_COMPONENTS, Trajectory, success_of
 
 
 @dataclass
@@ -51,7 +51,8 @@ def episode_record(traj: Trajectory) -> EpisodeRecord:
         messages.append({"role": "user", "content": traj.turns[-1].feedback})
     if traj.status == "failed":
         messages.append({"role": "error", "content": traj.error or ""})
-    solved = traj.metadata.get("end") == "terminated"
+    solved = bool(success_of(traj.reward_components)) if any(
+        k in traj.reward_components for k in SUCCESS_COMPONENTS) else traj.metadata.get("end") == "terminated"
     return EpisodeRecord(int(traj.seed or 0), messages, dict(traj.reward_components), traj.reward, solved)
 
 

@@ -190,6 +190,17 @@ class TrajectoryGroup(_Model):
         return [t.reward for t in self.trajectories]
 
 
+SUCCESS_COMPONENTS = ("solved", "correct", "all_passed", "success")
+
+
+def success_of(components: dict[str, float], name: str | None = None) -> float:
+    """1.0 when the episode succeeded: its ``name`` component (default: the first of
+    solved/correct/all_passed/success it reports) is positive. ``terminated`` is no success
+    signal: falling into a hole or losing a game also ends an episode."""
+    key = name or next((k for k in SUCCESS_COMPONENTS if k in components), None)
+    return float(components.get(key, 0.0) > 0) if key else 0.0
+
+
 M = TypeVar("M", bound=BaseModel)
 
 

@@ -31,16 +31,7 @@ from agentrl.train.checkpoint import (
 from agentrl.train.config import TrainConfig, dump_config
 from agentrl.train.metrics import MetricsLogger, plot_metrics
 from agentrl.train.progress import TrainProgress
-from agentrl.types import Trajectory, TrajectoryGroup
-
-SUCCESS_COMPONENTS = ("solved", "correct", "all_passed", "success")
-
-
-def success_of(components: dict[str, float], name: str | None) -> float:
-    """1.0 when the episode's success component is positive (see EnvSection.success_component)."""
-    key = name or next((k for k in SUCCESS_COMPONENTS if k in components), None)
-    return float(components.get(key, 0.0) > 0) if key else 0.0
-
+from agentrl.types import Trajectory, TrajectoryGroup, success_of
 
 class Trainer:
     """Trains a policy on a text environment with a registered policy-gradient loss."""
