@@ -8,7 +8,7 @@ prompts, batch shape, loss settings) and starts::
 
 which trains for ``spec["steps"]`` optimizer steps and prints one JSON line (prefixed by
 ``RESULT_PREFIX``) with per-step wall times measured by a ``TrainerCallback``
-(``on_step_begin`` -> ``on_step_end``), the time spent in ``GRPOTrainer._generate`` per step, the
+(``on_step_begin`` -> ``on_step_end``, wall and process CPU seconds), the time spent in ``GRPOTrainer._generate`` per step, the
 logged reward and completion length, and the peak RSS of this process.
 
 The reward (:func:`addition_reward`) is stdlib-only so that ``vs_trl.py``'s environment scores
@@ -106,14 +106,15 @@ def _step_timer(trainer_ref: list[Any]) -> Any:
     class StepTimer(TrainerCallback):
         def __init__(self) -> None:
             self.steps: list[dict[str, float]] = []
-            self._t0 = 0.0
+            self._t0 = self._cpu0 = 0.0
 
         def on_step_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
             trainer_ref[0].generate_s = 0.0
-            self._t0 = time.perf_counter()
+            self._t0, self._cpu0 = time.perf_counter(), time.process_time()
 
         def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
             self.steps.append({"step_s": time.perf_counter() - self._t0,
+                               "cpu_s": time.process_time() - self._cpu0,
                                "generate_s": trainer_ref[0].generate_s})
 
         def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kw: Any) -> None:

@@ -8,9 +8,11 @@ Per step: 2 prompts x 4 generations = 8 completions of at most 64 tokens at temp
 micro-batch of 8, AdamW (lr 1e-6, betas 0.9/0.99, clip 1.0), the full model trained, beta 0.
 
 Each side runs in its own subprocess (its peak RSS is its own), one after the other, each under
-``flock`` of the shared heavy-job lock, so do NOT wrap this script itself in that flock::
+``flock`` of the shared heavy-job lock (so do not wrap it in that flock too), or, to queue once
+for the whole run, hold the lock outside and switch the per-side lock off::
 
     .venv/bin/python bench/vs_trl.py --algos all --out bench/results/vs_trl.json
+    flock /tmp/agentrl-heavy.lock .venv/bin/python bench/vs_trl.py --algos all --lock ''
 
 agentrl's time per step is ``time/step_s`` of its metrics.jsonl (rollout + advantages + update);
 TRL's is a TrainerCallback's on_step_begin -> on_step_end. The first ``--warmup-steps`` are
@@ -140,11 +142,27 @@ def run_agentrl_side(spec: dict[str, Any]) -> dict[str, Any]:
     from agentrl.train.metrics import read_metrics
     from agentrl.train.trainer import Trainer
 
+    cpu_start: list[float] = []
+    cpu_end: list[float] = []
+
     class BenchTrainer(Trainer):
-        """No evaluation and no checkpoint: TRL's side does neither (save_strategy="no")."""
+        """No evaluation and no checkpoint: TRL's side does neither (save_strategy="no").
+
+        Records process CPU seconds from the start of each step's rollout to the end of its
+        update (wall time per step comes from metrics.jsonl).
+        """
 
         async def evaluate(self, seeds: list[int] | None = None) -> dict[str, float]:
             return {}
+
+        async def rollout(self, step: int) -> Any:
+            cpu_start.append(time.process_time())
+            return await super().rollout(step)
+
+        def train_on(self, batch: Any) -> dict[str, float]:
+            out = super().train_on(batch)
+            cpu_end.append(time.process_time())
+            return out
 
         def save(self) -> Path:
             return self.out_dir
@@ -157,8 +175,9 @@ def run_agentrl_side(spec: dict[str, Any]) -> dict[str, Any]:
         wall = time.perf_counter() - t0
         rows = [r for r in read_metrics(Path(out_dir) / "metrics.jsonl") if "time/step_s" in r]
     n = spec["batch"]["completions_per_step"]
-    steps = [{"step_s": r["time/step_s"], "generate_s": r["time/rollout_s"], "reward": r["reward"],
-              "completion_tokens": r["generated_tokens"] / n} for r in rows]
+    steps = [{"step_s": r["time/step_s"], "cpu_s": e - b, "generate_s": r["time/rollout_s"],
+              "reward": r["reward"], "completion_tokens": r["generated_tokens"] / n}
+             for r, b, e in zip(rows, cpu_start, cpu_end, strict=True)]
     return {"side": "agentrl", "config": {"algo": cfg.algo.model_dump(), "train": cfg.train.model_dump()},
             "threads": torch.get_num_threads(), "train_wall_s": round(wall, 2), "steps": steps,
             **peak_rss_mb()}
@@ -208,6 +227,7 @@ def summarise(side: dict[str, Any], warmup: int) -> dict[str, Any]:
 
     s, g = mean("step_s"), mean("generate_s")
     return {"s_per_step": s, "generate_s_per_step": g, "train_s_per_step": round(s - g, 3),
+            "cpu_s_per_step": mean("cpu_s"),
             "peak_rss_mb": side["peak_rss_mb"], "children_peak_rss_mb": side["children_peak_rss_mb"],
             "mean_completion_tokens": mean("completion_tokens"), "mean_reward": mean("reward"),
             "timed_steps": len(timed), "train_wall_s": side["train_wall_s"], "threads": side["threads"],
@@ -232,6 +252,7 @@ def compare(algo: str, args: argparse.Namespace, trl_python: Path) -> dict[str, 
            "memory_ratio": round(a["peak_rss_mb"] / t["peak_rss_mb"], 3),
            "generate_time_ratio": round(a["generate_s_per_step"] / t["generate_s_per_step"], 3),
            "train_time_ratio": round(a["train_s_per_step"] / t["train_s_per_step"], 3),
+           "cpu_time_ratio": round(a["cpu_s_per_step"] / t["cpu_s_per_step"], 3),
            "trl_settings": spec["trl_loss"], "agentrl_overrides": spec["agentrl_overrides"],
            "agentrl_config": ours["config"], "trl_versions": theirs["versions"]}
     res["meets_target"] = res["time_ratio"] <= TARGET_TIME_RATIO and res["memory_ratio"] <= 1.0
