@@ -62,8 +62,10 @@ class Trainer:
             self.model.gradient_checkpointing_enable()
         self.ref_model = self._frozen_copy() if cfg.algo.beta > 0 else None
         params = [p for p in self.model.parameters() if p.requires_grad]
+        # fused: one kernel per step, no parameter-sized temporaries of the foreach path
         self.optimizer = torch.optim.AdamW(
-            params, lr=cfg.train.lr, betas=cfg.train.betas, weight_decay=cfg.train.weight_decay
+            params, lr=cfg.train.lr, betas=cfg.train.betas, weight_decay=cfg.train.weight_decay,
+            fused=True,
         )
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_lambda)
         self.backend = self._make_backend()
