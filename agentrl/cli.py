@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -65,8 +64,8 @@ def eval_cmd(
 
 @app.command()
 def train(
-    config: Annotated[Optional[str], typer.Argument(help="YAML config (examples/*.yaml).")] = None,
-    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override: section.field=value (repeatable).")] = None,
+    config: Annotated[str | None, typer.Argument(help="YAML config (examples/*.yaml).")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Override: section.field=value (repeatable).")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from the newest checkpoint in out_dir.")] = False,
 ) -> None:
     """Train a policy with RL; metrics, checkpoints and a plot go to out_dir."""
@@ -100,7 +99,7 @@ def _print_summary(summary: dict) -> None:
 @app.command()
 def demo(
     config: Annotated[str, typer.Option(help="Training config of the demo.")] = "examples/demo.yaml",
-    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override: section.field=value.")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Override: section.field=value.")] = None,
 ) -> None:
     """The main job on the embedded default: SmolLM2 learns GuessNumber on this CPU.
 

@@ -11,7 +11,7 @@ def test_tiny_random_shares_tokenizer_and_is_deterministic(tiny):
     model, tok = tiny
     assert model.config.num_hidden_layers == 2 and model.config.vocab_size == len(tok)
     again, _ = load_model("tiny-random")
-    for (n, a), (_, b) in zip(model.state_dict().items(), again.state_dict().items()):
+    for (n, a), (_, b) in zip(model.state_dict().items(), again.state_dict().items(), strict=True):
         assert torch.equal(a, b), n
     ids = tok.apply_chat_template([{"role": "user", "content": "hi"}], add_generation_prompt=True)
     ids = ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids
@@ -43,7 +43,7 @@ def test_local_folder_loads(tmp_path, tiny):
 def test_embedded_model_converts_once_then_loads_from_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("AGENTRL_CACHE", str(tmp_path))
     t0 = time.perf_counter()
-    model, tok = load_model("smollm2-135m-instruct")
+    _, tok = load_model("smollm2-135m-instruct")
     first = time.perf_counter() - t0
     folder = tmp_path / "models" / "smollm2-135m-instruct"
     assert (folder / "model.safetensors").is_file()

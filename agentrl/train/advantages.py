@@ -77,7 +77,7 @@ def compute_advantages(groups: list[TrajectoryGroup], cfg: TrainConfig) -> Advan
         metrics.update({k: v for k, v in stats.items() if k.startswith("adv_share/")})
     drop = [not bool(keep[i]) for i in range(n)]
     if cfg.filters.mask_truncated:
-        drop = [d or t.status == "truncated" for d, t in zip(drop, trajs)]
+        drop = [d or t.status == "truncated" for d, t in zip(drop, trajs, strict=True)]
         metrics["filter/truncated_masked"] = float(sum(t.status == "truncated" for t in trajs))
     metrics["adv/abs_mean"] = float(adv.abs().mean()) if n else 0.0
     metrics["adv/nonzero_frac"] = float((adv != 0).double().mean()) if n else 0.0

@@ -79,13 +79,13 @@ def plot_metrics(metrics_path: str | Path, png_path: str | Path) -> Path | None:
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
     for key in comps:
         pts = [(r["step"], r[key]) for r in rows if r.get(key) is not None]
-        axes[0].plot(*zip(*pts), marker=".", label=key.removeprefix("reward/"))
+        axes[0].plot(*zip(*pts, strict=True), marker=".", label=key.removeprefix("reward/"))
     axes[0].set_title("reward components (train, mean per step)")
     axes[0].legend(fontsize=8)
     for key, label in (("success_rate", "train"), ("eval/success_rate", "eval (held-out)")):
         pts = [(r["step"], r[key]) for r in rows if r.get(key) is not None]
         if pts:
-            axes[1].plot(*zip(*pts), marker="o", label=label)
+            axes[1].plot(*zip(*pts, strict=True), marker="o", label=label)
     sft = [r["sft/eval/success_rate"] for r in rows if r.get("sft/eval/success_rate") is not None]
     if sft:
         axes[1].plot([0], sft[-1:], marker="*", markersize=12, linestyle="", label="eval after SFT warm-start")
@@ -94,7 +94,7 @@ def plot_metrics(metrics_path: str | Path, png_path: str | Path) -> Path | None:
     axes[1].legend(fontsize=8)
     pts = [(r["step"], r["loss"]) for r in rows if r.get("loss") is not None]
     if pts:
-        axes[2].plot(*zip(*pts), marker=".")
+        axes[2].plot(*zip(*pts, strict=True), marker=".")
     axes[2].set_title("policy loss")
     for ax in axes:
         ax.set_xlabel("step")

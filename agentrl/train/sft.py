@@ -33,7 +33,7 @@ def scripted_trajectory(env: Any, seed: int, tokenizer: Any, max_turns: int | No
     reward, done, turns = 0.0, False, 0
     while not done and (max_turns is None or turns < max_turns):
         action = env.scripted_action()
-        ids = encode(tokenizer, action) + [tokenizer.eos_token_id]
+        ids = [*encode(tokenizer, action), tokenizer.eos_token_id]
         tb.add_generation(ids, [0.0] * len(ids))
         feedback, r, terminated, truncated, step_info = env.step(action)
         reward += r

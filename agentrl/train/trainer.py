@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import copy
 import math
-import os
 import random
 import time
 from pathlib import Path
@@ -32,6 +31,7 @@ from agentrl.train.config import TrainConfig, dump_config
 from agentrl.train.metrics import MetricsLogger, plot_metrics
 from agentrl.train.progress import TrainProgress
 from agentrl.types import Trajectory, TrajectoryGroup, success_of
+
 
 class Trainer:
     """Trains a policy on a text environment with a registered policy-gradient loss."""
@@ -225,7 +225,7 @@ class Trainer:
         total_tokens = max(batch.num_tokens, 1)
         sums: dict[str, float] = {}
         self.optimizer.zero_grad(set_to_none=True)
-        for mb, old_logp in zip(micro, old):
+        for mb, old_logp in zip(micro, old, strict=True):
             logp, entropy = token_logprobs(self.model, mb, with_entropy=True)  # (b, T)
             extra: dict[str, Any] = {}
             if self.ref_model is not None:

@@ -38,7 +38,7 @@ def test_reward_weight_for_missing_component_is_rejected():
 def test_bad_values_name_the_field():
     with pytest.raises(ValueError, match=r"rollout\.group_size: Input should be greater than or equal to 1"):
         load_config(None, ["rollout.group_size=0"])
-    with pytest.raises(ValueError, match="must look like section.field=value"):
+    with pytest.raises(ValueError, match=r"must look like section\.field=value"):
         apply_overrides({}, ["algo.name"])
 
 
