@@ -11,7 +11,8 @@
 #   PORT                  serve: the loopback port           (default: 8000)
 #   KV_CACHE_GB           serve: VLLM_CPU_KVCACHE_SPACE       (default: 2)
 #   THREADS               serve: VLLM_CPU_OMP_THREADS_BIND    (default: 0-1)
-#   MODEL_DIR             serve: the folder to serve (default: an untied copy of the embedded model)
+#   MODEL_DIR             serve: the folder to serve (default: an untied copy of the embedded model;
+#                         serve untied folders: see docs/backends.md, "The tied-embedding trap")
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -44,14 +45,18 @@ serve() {
   fi
   local model="${MODEL_DIR:-}"
   if [ -z "$model" ]; then
-    model=$(.venv/bin/python -m agentrl.backends.server untied-embedded)
+    model=$(.venv/bin/python -m agentrl.backends.vllm untied-embedded)
   fi
-  echo "serving $model on http://127.0.0.1:${PORT:-8000}" >&2
+  # one prefill step per prompt: vllm-cpu 0.32 crashes on chunked prefills of seeded requests
+  local max_len
+  max_len=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1] + "/config.json")).get("max_position_embeddings", 8192))' "$model")
+  echo "serving $model on http://127.0.0.1:${PORT:-8000} (max_model_len $max_len)" >&2
   export VLLM_CPU_KVCACHE_SPACE="${KV_CACHE_GB:-2}"
   export VLLM_CPU_OMP_THREADS_BIND="${THREADS:-0-1}"
   export VLLM_SERVER_DEV_MODE=1
   exec "$PYTHON" -m vllm.entrypoints.openai.api_server --model "$model" \
-    --enforce-eager --dtype float32 --host 127.0.0.1 --port "${PORT:-8000}" "$@"
+    --enforce-eager --dtype float32 --host 127.0.0.1 --port "${PORT:-8000}" \
+    --max-model-len "$max_len" --no-enable-chunked-prefill --max-num-batched-tokens "$max_len" "$@"
 }
 
 case "${1:-}" in

