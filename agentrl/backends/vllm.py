@@ -22,6 +22,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
+import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -89,8 +91,9 @@ class VLLMServer(ServerProcess):
     """A real vLLM (CPU) OpenAI-compatible server on loopback; a context manager.
 
     Args:
-        model_dir: the folder to serve (default: :func:`embedded_untied_dir`). Serve untied
-            folders if you will update weights (see the module docstring).
+        model_dir: the folder to serve (default: :func:`embedded_untied_dir`). A folder with
+            tied embeddings is served from an untied temporary copy (see the module docstring),
+            removed by :meth:`stop`; ``model_dir`` then names that copy.
         port: the TCP port (default: a free one).
         kv_cache_gb: ``VLLM_CPU_KVCACHE_SPACE`` in GiB (vLLM's default reserves most of RAM).
         threads: ``VLLM_CPU_OMP_THREADS_BIND``, the cores the model runs on (``"0-1"``).
@@ -116,6 +119,10 @@ class VLLMServer(ServerProcess):
         self.model_dir = Path(model_dir) if model_dir is not None else embedded_untied_dir()
         if not (self.model_dir / "config.json").is_file():
             raise FileNotFoundError(f"model_dir: no config.json in {self.model_dir}")
+        self._untied_tmp: Path | None = None
+        if is_tied(self.model_dir):
+            self._untied_tmp = Path(tempfile.mkdtemp(prefix="agentrl-vllm-served-"))
+            self.model_dir = untied_copy(self.model_dir, self._untied_tmp / self.model_dir.name)
         port = port or free_port(host)
         self.url = f"http://{host}:{port}"
         config = json.loads((self.model_dir / "config.json").read_text())
@@ -128,6 +135,13 @@ class VLLMServer(ServerProcess):
                "VLLM_SERVER_DEV_MODE": "1", "HF_HUB_OFFLINE": "1"}
         super().__init__(argv, f"{self.url}/health", env=env, startup_timeout=startup_timeout,
                          log_path=log_path, name="vllm", port=port)
+
+    def stop(self, grace: float = 20.0) -> None:
+        """Stop the server and remove the untied copy it served, if it made one."""
+        super().stop(grace)
+        if self._untied_tmp is not None:
+            shutil.rmtree(self._untied_tmp, ignore_errors=True)
+            self._untied_tmp = None
 
 
 def _no_chunked_prefill(max_model_len: int) -> list[str]:

@@ -29,7 +29,7 @@ from agentrl.backends.server import (
     save_untied,
     untied_copy,
 )
-from agentrl.backends.vllm import VLLMBackend, _parse_completion, vllm_python
+from agentrl.backends.vllm import VLLMBackend, VLLMServer, _parse_completion, vllm_python
 
 # ----------------------------------------------------------------------------- fast tests
 
@@ -101,6 +101,20 @@ def test_checkpoint_pusher_untie_passthrough_and_cleanup(tiny, tied_dir, tmp_pat
         asyncio.run(pusher.folder(3, tied_dir))
     pusher.cleanup()
     assert not b.exists() and (tmp_path / "pushes").is_dir()  # a given weights_dir is kept
+
+
+def test_vllm_server_serves_an_untied_copy_of_a_tied_folder(tied_dir):
+    server = VLLMServer(tied_dir, port=free_port(), python=sys.executable, max_model_len=512)
+    copy = server.model_dir
+    assert copy != tied_dir and not is_tied(copy) and (copy / "tokenizer.json").is_file()
+    argv = server.argv
+    assert argv[argv.index("--model") + 1] == str(copy)
+    assert argv[argv.index("--max-num-batched-tokens") + 1] == "512"
+    assert "--no-enable-chunked-prefill" in argv and server.env["VLLM_SERVER_DEV_MODE"] == "1"
+    server.stop()  # never started: only the copy goes
+    assert not copy.exists()
+    with pytest.raises(ValueError, match="kv_cache_gb must be > 0, got 0"):
+        VLLMServer(tied_dir, python=sys.executable, kv_cache_gb=0)
 
 
 def test_update_refuses_a_tied_served_model(tied_dir):
