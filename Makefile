@@ -32,7 +32,6 @@ test-fast: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check agentrl envs tools tests bench examples
-	$(BIN)/ruff format --check agentrl envs tools tests bench examples
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
@@ -45,4 +44,4 @@ vllm: $(STAMP)
 	bash scripts/vllm.sh serve
 
 test-vllm: $(STAMP)
-	$(BIN)/python -m pytest -m vllm -q
+	flock /tmp/agentrl-heavy.lock $(BIN)/python -m pytest -m vllm -q
