@@ -446,3 +446,44 @@ class CheckpointPusher:
         self._written = []
         if self._owned:
             shutil.rmtree(self.root, ignore_errors=True)
+
+
+class ServedBackend:
+    """What the HTTP backends share: the served folder, health, close.
+
+    A subclass sets ``http`` (:class:`HTTPServerClient`), ``server`` (a :class:`ServerProcess`
+    it started, or None), ``checkpoints`` (:class:`CheckpointPusher`), ``model_dir`` (None until
+    known) and implements :meth:`_reported_root`, where its server says which folder it serves.
+    """
+
+    http: HTTPServerClient
+    server: ServerProcess | None
+    checkpoints: CheckpointPusher
+    model_dir: Path | None
+
+    async def _reported_root(self) -> str | None:
+        raise NotImplementedError
+
+    async def _served_dir(self) -> Path:
+        if self.model_dir is None:
+            root = await self._reported_root()
+            if not root or not (Path(root) / "config.json").is_file():
+                from agentrl.backends.base import BackendError
+
+                raise BackendError(f"model_dir: the served model {root!r} is not a local folder; "
+                                   f"pass model_dir= (the folder the server serves)")
+            self.model_dir = Path(root)
+        return self.model_dir
+
+    async def health(self) -> bool:
+        """True when the server's ``/health`` answers 200."""
+        return await self.http.healthy("/health")
+
+    async def close(self) -> None:
+        """Close the HTTP client, stop a server this backend started, drop pushed checkpoints."""
+        await self.http.aclose()
+        if self.server is not None:
+            server, self.server = self.server, None
+            await asyncio.to_thread(server.stop)
+        self.checkpoints.cleanup()
+

